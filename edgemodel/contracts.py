@@ -1,0 +1,217 @@
+"""The hand-offs between operator, runtime and trainer, written down in one place.
+
+Operator -> runtime
+    :class:`RuntimeConfig`, rendered by the operator into a ConfigMap as JSON and mounted
+    at ``/etc/edgemodel/runtime.json`` (``EDGEMODEL_RUNTIME_CONFIG``). MQTT credentials
+    are never in it: they arrive as the ``MQTT_USERNAME`` / ``MQTT_PASSWORD`` environment
+    variables from a Secret. The Pod's own name and namespace arrive through the downward
+    API as ``POD_NAME`` / ``POD_NAMESPACE``.
+
+Runtime -> operator
+    Each runtime Pod merge-patches only ``status.replicaDrift.<podName>`` of its EdgeModel
+    through the status subresource (:func:`replica_drift_patch`), with a
+    :class:`edgemodel.api.ReplicaDriftEntry`. The operator folds those entries into
+    ``status.drift`` and removes the entries of Pods that are gone.
+
+Runtime -> trainer (the training window)
+    When a replica detects drift, and before it reports that, it logs its bounded window
+    of recent raw readings to MLflow as a run in the experiment
+    :func:`window_experiment`, with the CSV artifact :data:`WINDOW_ARTIFACT` (columns
+    ``device``, ``ts``, then the fields of the feature spec) and the tags in
+    :data:`WINDOW_TAGS`. The trainer reads the newest such runs.
+
+Operator -> trainer
+    :class:`TrainerConfig`, rendered into the Job's command line by
+    :meth:`TrainerConfig.to_argv`; the trainer parses the same flags.
+
+Trainer -> operator
+    A :class:`TrainingResult` as JSON in the container's termination message
+    (``/dev/termination-log``), and the exit code (:class:`ExitCode`): ``0`` for a new
+    champion, ``3`` for a challenger that was registered but rejected, ``1`` for a
+    failure. The operator reads the termination message of the Job's Pod.
+
+Rollback
+    The operator watches the live RMSE that replicas report for a freshly promoted
+    version. When it is clearly worse than the previous champion's, the operator starts a
+    rollback Job (``edgemodel-trainer rollback``) that points the alias back and reports a
+    :class:`TrainingResult` with outcome ``RolledBack``.
+
+Pure data definitions; no I/O here.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, Literal
+
+import pydantic
+from pydantic.alias_generators import to_camel
+
+from edgemodel import api
+
+__all__ = [
+    "ExitCode",
+    "RuntimeConfig",
+    "TrainerConfig",
+    "TrainingResult",
+    "WINDOW_ARTIFACT",
+    "WINDOW_TAGS",
+    "replica_drift_patch",
+    "window_experiment",
+]
+
+RUNTIME_CONFIG_PATH = "/etc/edgemodel/runtime.json"
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT = 4096
+
+WINDOW_ARTIFACT = "window/readings.csv"
+WINDOW_TAGS = {
+    "kind": "edgemodel.kind",  # value: "training-window"
+    "edgemodel": "edgemodel.name",  # "<namespace>/<name>"
+    "pod": "edgemodel.pod",
+    "reason": "edgemodel.reason",  # "drift" or "periodic" or "manual"
+    "model_version": "edgemodel.model_version",
+}
+WINDOW_KIND = "training-window"
+
+
+def window_experiment(model_name: str) -> str:
+    """The MLflow experiment that holds training windows for a registered model."""
+    return f"edgemodel-windows-{model_name}"
+
+
+def training_experiment(model_name: str) -> str:
+    """The MLflow experiment that holds training runs for a registered model."""
+    return f"edgemodel-training-{model_name}"
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``edgemodel-trainer``."""
+
+    PROMOTED = 0
+    """A new version serves: first version, better challenger, or a rollback done."""
+    FAILED = 1
+    """Training or registration failed; nothing changed."""
+    USAGE = 2
+    """Bad arguments."""
+    REJECTED = 3
+    """A challenger was registered but not promoted; the champion keeps serving."""
+
+
+class _Contract(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class RuntimeConfig(_Contract):
+    """Everything a runtime process needs; from the operator's ConfigMap or from a file."""
+
+    edgemodel: str | None = None
+    """``<namespace>/<name>`` of the EdgeModel to report to; None when standalone."""
+    topics: list[str]
+    features: list[str]
+    target: str
+    horizon: int = 1
+    lags: int = 3
+    device_field: str | None = None
+    timestamp_field: str = "ts"
+    output_topic: str = "edgemodel/predictions/{device}"
+    drift_threshold: float
+    drift_window: int = 100
+    drift_detector: Literal["page_hinkley", "adwin", "none"] = "page_hinkley"
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    broker_tls: bool = False
+    mlflow_tracking_uri: str | None = None
+    model_name: str
+    model_alias: str = "champion"
+    batch_max_size: int = 256
+    batch_max_delay_ms: int = 5
+    http_port: int = 8080
+    report_interval_seconds: float = 5.0
+    model_poll_seconds: float = 5.0
+    training_window: int = 2000
+
+
+class TrainerConfig(_Contract):
+    """The trainer's inputs, as the operator renders them into a Job."""
+
+    model_name: str
+    tracking_uri: str
+    algorithm: api.Algorithm = "ridge"
+    features: list[str]
+    target: str
+    horizon: int = 1
+    lags: int = 3
+    alias: str = "champion"
+    promotion_margin: float = 0.02
+    training_window: int = 2000
+    data: str | None = None
+    """A CSV or Parquet file; when None, the newest training windows in MLflow."""
+    edgemodel: str | None = None
+
+    def to_argv(self) -> list[str]:
+        """``edgemodel-trainer train`` arguments."""
+        argv = [
+            "train",
+            "--model-name", self.model_name,
+            "--tracking-uri", self.tracking_uri,
+            "--algorithm", self.algorithm,
+            "--features", ",".join(self.features),
+            "--target", self.target,
+            "--horizon", str(self.horizon),
+            "--lags", str(self.lags),
+            "--alias", self.alias,
+            "--promotion-margin", repr(self.promotion_margin),
+            "--training-window", str(self.training_window),
+        ]  # fmt: skip
+        if self.data is not None:
+            argv += ["--data", self.data]
+        if self.edgemodel is not None:
+            argv += ["--edgemodel", self.edgemodel]
+        return argv
+
+
+Outcome = Literal["Promoted", "Rejected", "RolledBack", "Failed"]
+
+
+class TrainingResult(_Contract):
+    """What a training or rollback run reports back to the operator."""
+
+    outcome: Outcome
+    reason: str
+    model_name: str
+    version: str | None = None
+    champion_version: str | None = None
+    holdout_rmse: float | None = None
+    champion_rmse: float | None = None
+    samples: int | None = None
+    algorithm: str | None = None
+    run_id: str | None = None
+    dataset_digest: str | None = None
+    duration_seconds: float | None = None
+
+    def to_termination_message(self) -> str:
+        """JSON that fits the kubelet's termination-message limit."""
+        text = self.to_json()
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            text = TrainingResult(
+                outcome=self.outcome,
+                reason=self.reason[:1000],
+                model_name=self.model_name,
+                version=self.version,
+            ).to_json()
+        return text
+
+    @classmethod
+    def from_termination_message(cls, text: str) -> TrainingResult:
+        return cls.model_validate(json.loads(text))
+
+
+def replica_drift_patch(pod_name: str, entry: api.ReplicaDriftEntry | None) -> dict[str, Any]:
+    """The merge patch that sets (or, with ``None``, removes) one replica's drift entry."""
+    value = None if entry is None else entry.to_wire()
+    return {"status": {"replicaDrift": {pod_name: value}}}

@@ -1,0 +1,158 @@
+"""The MLflow model registry as EdgeModel uses it: publish versions and load them safely.
+
+A model version's source is a run artifact folder ``model/`` holding
+:data:`edgemodel.modelstore.MODEL_FILE` (skops) and ``edgemodel.json`` (its metadata).
+Each version carries the tags in :data:`TAGS`, among them the file's SHA-256, which
+:func:`load_version` checks before parsing the file. The serving version is the one the
+alias (``champion`` by default) points at.
+
+Shared by the trainer (publish, load the champion to compare) and the runtime (resolve
+the alias and hot-reload). I/O: MLflow over HTTP and a local download folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import tempfile
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from edgemodel import modelstore
+
+__all__ = ["TAGS", "LoadedModel", "ModelMeta", "client", "load_version", "publish", "resolve_alias"]
+
+META_FILE = "edgemodel.json"
+ARTIFACT_DIR = "model"
+TAGS = {
+    "sha256": "edgemodel.sha256",
+    "columns": "edgemodel.columns",
+    "algorithm": "edgemodel.algorithm",
+    "holdout_rmse": "edgemodel.holdout_rmse",
+    "outcome": "edgemodel.outcome",  # Promoted | Rejected | RolledBack
+    "reason": "edgemodel.reason",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMeta:
+    """What a serving process must know about a model besides its weights."""
+
+    columns: tuple[str, ...]
+    algorithm: str
+    features: tuple[str, ...]
+    target: str
+    horizon: int
+    lags: int
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMeta:
+        raw = json.loads(text)
+        return cls(
+            columns=tuple(raw["columns"]),
+            algorithm=str(raw["algorithm"]),
+            features=tuple(raw["features"]),
+            target=str(raw["target"]),
+            horizon=int(raw["horizon"]),
+            lags=int(raw["lags"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    model: modelstore.Predictor
+    meta: ModelMeta
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def publish(
+    mlflow_client: MlflowClient,
+    *,
+    name: str,
+    run_id: str,
+    model: Any,
+    meta: ModelMeta,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log ``model`` into the run's ``model/`` folder and register it; return the version.
+
+    The alias is not moved here: promotion is the caller's decision.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp) / ARTIFACT_DIR
+        digest = modelstore.save(model, folder / modelstore.MODEL_FILE)
+        (folder / META_FILE).write_text(meta.to_json())
+        mlflow_client.log_artifacts(run_id, str(folder), ARTIFACT_DIR)
+    try:
+        mlflow_client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    run = mlflow_client.get_run(run_id)
+    version_tags = {
+        TAGS["sha256"]: digest,
+        TAGS["columns"]: ",".join(meta.columns),
+        TAGS["algorithm"]: meta.algorithm,
+        **(tags or {}),
+    }
+    version = mlflow_client.create_model_version(
+        name=name,
+        source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}",
+        run_id=run_id,
+        tags=version_tags,
+    )
+    return str(version.version)
+
+
+def resolve_alias(mlflow_client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version the alias points at, or ``None`` when there is no such model or alias."""
+    try:
+        return str(mlflow_client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def load_version(
+    mlflow_client: MlflowClient, name: str, version: str, *, workdir: pathlib.Path | None = None
+) -> LoadedModel:
+    """Download one version and load it safely; :class:`modelstore.ModelLoadError` if refused."""
+    mv = mlflow_client.get_model_version(name, version)
+    expected = (mv.tags or {}).get(TAGS["sha256"])
+    if not expected:
+        raise modelstore.ModelLoadError(
+            f"model {name} version {version} has no {TAGS['sha256']} tag; refusing to load it"
+        )
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        try:
+            local = pathlib.Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=str(mv.source), dst_path=tmp, tracking_uri=mlflow_client.tracking_uri
+                )
+            )
+        except MlflowException as exc:
+            raise modelstore.ModelLoadError(
+                f"model {name} version {version}: artifacts could not be downloaded: {exc}"
+            ) from exc
+        model = modelstore.load(local / modelstore.MODEL_FILE, expected_sha256=expected)
+        try:
+            meta = ModelMeta.from_json((local / META_FILE).read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise modelstore.ModelLoadError(
+                f"model {name} version {version}: unreadable {META_FILE}: {exc}"
+            ) from exc
+    modelstore.sanity_check(model, len(meta.columns))
+    return LoadedModel(name=name, version=version, model=model, meta=meta)

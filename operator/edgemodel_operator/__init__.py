@@ -1,0 +1,1 @@
+"""The EdgeModel operator: kopf handlers, a level-based reconcile, pure renderers."""

@@ -1,0 +1,1 @@
+"""Pure renderers: parsed spec in, Kubernetes objects out. No I/O here."""

@@ -1,0 +1,1 @@
+"""The EdgeModel runtime: MQTT in, predictions out, drift measured and reported."""

@@ -1,0 +1,1 @@
+"""The EdgeModel trainer: retrain, gate, register, promote and roll back in MLflow."""
