@@ -24,7 +24,18 @@ from mlflow.tracking import MlflowClient
 
 from edgemodel import modelstore
 
-__all__ = ["TAGS", "LoadedModel", "ModelMeta", "client", "load_version", "publish", "resolve_alias"]
+__all__ = [
+    "TAGS",
+    "LoadedModel",
+    "ModelMeta",
+    "client",
+    "load_version",
+    "move_alias",
+    "publish",
+    "resolve_alias",
+    "set_outcome",
+    "version_tags",
+]
 
 META_FILE = "edgemodel.json"
 ARTIFACT_DIR = "model"
@@ -156,3 +167,25 @@ def load_version(
             ) from exc
     modelstore.sanity_check(model, len(meta.columns))
     return LoadedModel(name=name, version=version, model=model, meta=meta)
+
+
+def move_alias(mlflow_client: MlflowClient, name: str, alias: str, version: str) -> str | None:
+    """Point ``alias`` at ``version``; return the version it pointed at before (or ``None``).
+
+    Used for promotion and for rollback. The version must exist; MLflow refuses otherwise.
+    """
+    previous = resolve_alias(mlflow_client, name, alias)
+    mlflow_client.set_registered_model_alias(name, alias, version)
+    return previous
+
+
+def set_outcome(mlflow_client: MlflowClient, name: str, version: str, *, outcome: str, reason: str) -> None:
+    """Record on the version what happened to it: ``outcome`` (Promoted, Rejected,
+    RolledBack or Failed) and a ``reason``."""
+    mlflow_client.set_model_version_tag(name, version, TAGS["outcome"], outcome)
+    mlflow_client.set_model_version_tag(name, version, TAGS["reason"], reason[:5000])
+
+
+def version_tags(mlflow_client: MlflowClient, name: str, version: str) -> dict[str, str]:
+    """The tags of one model version."""
+    return dict(mlflow_client.get_model_version(name, version).tags or {})
