@@ -265,7 +265,12 @@ class ScalingSpec(_Model):
     max_replicas: Annotated[int, Field(ge=1, le=1000, description="Highest replica count.")] = 3
     target_cpu_utilization_percentage: Annotated[
         int,
-        Field(ge=1, le=100, description="Average CPU utilisation the HPA aims for."),
+        Field(
+            ge=1,
+            le=100,
+            alias="targetCPUUtilizationPercentage",
+            description="Average CPU utilisation the HPA aims for.",
+        ),
     ] = 70
 
     @pydantic.model_validator(mode="after")

@@ -117,6 +117,12 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def _strip_optional(node: dict[str, Any]) -> dict[str, Any]:
     """``anyOf: [X, null]`` becomes ``X``; outer description and extensions win."""
     options = node.get("anyOf")
@@ -156,9 +162,9 @@ def _convert(node: dict[str, Any]) -> dict[str, Any]:
         elif key == "default":
             if value is None:
                 continue
-            # Nested object defaults are expressed as {} so the API server applies the
-            # defaults of each field below; that keeps one default per field.
-            out[key] = {} if isinstance(value, dict) else value
+            # Object defaults are pydantic's own, with unset optionals left out: CEL rules
+            # on the object are checked against the default as written.
+            out[key] = _drop_none(value)
         elif key == "required":
             out[key] = sorted(value)
         else:

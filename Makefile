@@ -1,0 +1,46 @@
+# EdgeModel developer commands. `make demo` and `make test` each set up what they need.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: setup system venv tools test unit lint crd demo clean
+
+setup: system venv tools
+
+system:  ## Debian packages: the Mosquitto broker
+	@command -v mosquitto >/dev/null 2>&1 || /usr/sbin/mosquitto -h >/dev/null 2>&1 || { \
+	  echo "Installing mosquitto (apt)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+tools:  ## etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm (cached)
+	@bash hack/k8s-tools.sh >/dev/null
+
+test: setup  ## the whole test suite on real components
+	$(PY) -m pytest
+
+unit: venv  ## fast unit tests only, no I/O
+	$(PY) -m pytest tests/unit
+
+lint: venv  ## code-health gates
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+	.venv/bin/bandit -q -c pyproject.toml -r edgemodel operator runtime trainer
+
+crd: venv  ## regenerate crds/ from the pydantic models
+	$(PY) -m edgemodel.crd > crds/edgemodel.yaml
+
+demo: setup  ## the whole self-healing loop, for real, on this machine
+	.venv/bin/edgemodel demo
+
+clean:
+	rm -rf .venv .demo build *.egg-info
