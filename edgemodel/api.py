@@ -17,7 +17,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field
+from pydantic import Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -92,9 +92,9 @@ def is_valid_topic_filter(topic: str) -> bool:
     return 0 < len(topic) <= MAX_TOPIC_LENGTH and _TOPIC_FILTER.fullmatch(topic) is not None
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, JsonValue]:
     """One ``x-kubernetes-validations`` entry."""
-    entry = {"rule": rule, "message": message}
+    entry: dict[str, JsonValue] = {"rule": rule, "message": message}
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry
@@ -401,9 +401,7 @@ class BrokerSpec(_Model):
             "broker, credentials are generated when this is unset."
         ),
     ] = None
-    tls: Annotated[bool | None, Field(description="Connect to the external broker with TLS.")] = (
-        None
-    )
+    tls: Annotated[bool | None, Field(description="Connect to the external broker with TLS.")] = None
 
     @pydantic.model_validator(mode="after")
     def _host_first(self) -> BrokerSpec:
@@ -450,9 +448,9 @@ class ResourcesSpec(_Model):
 class PlacementSpec(_Model):
     """Where inference and broker Pods may run: edge nodes are usually labelled and tainted."""
 
-    node_selector: Annotated[
-        dict[str, str] | None, Field(description="Node labels the Pods must match.")
-    ] = None
+    node_selector: Annotated[dict[str, str] | None, Field(description="Node labels the Pods must match.")] = (
+        None
+    )
     tolerations: Annotated[
         list[Toleration] | None, Field(max_length=32, description="Tolerations for tainted nodes.")
     ] = None
@@ -490,9 +488,7 @@ class EdgeModelSpec(_Model):
     broker: BrokerSpec = BrokerSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     placement: PlacementSpec = PlacementSpec()
-    suspend: Annotated[
-        bool, Field(description="Stop automatic retraining; serving continues.")
-    ] = False
+    suspend: Annotated[bool, Field(description="Stop automatic retraining; serving continues.")] = False
 
     def model_name(self, metadata_name: str) -> str:
         """The registered model name, defaulting to the EdgeModel's own name."""
@@ -523,9 +519,7 @@ class ReplicaDriftEntry(_StatusModel):
     samples: Annotated[int, Field(ge=0, description="Outcomes in the rolling window.")] = 0
     detected: Annotated[bool, Field(description="Whether this replica sees drift.")] = False
     report_time: datetime.datetime
-    model_version: Annotated[
-        str | None, Field(description="The model version this replica serves.")
-    ] = None
+    model_version: Annotated[str | None, Field(description="The model version this replica serves.")] = None
     reason: Annotated[
         str | None,
         Field(description="Which rule fired: Threshold, ChangeDetector, or None."),

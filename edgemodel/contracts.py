@@ -51,12 +51,12 @@ from pydantic.alias_generators import to_camel
 from edgemodel import api
 
 __all__ = [
+    "WINDOW_ARTIFACT",
+    "WINDOW_TAGS",
     "ExitCode",
     "RuntimeConfig",
     "TrainerConfig",
     "TrainingResult",
-    "WINDOW_ARTIFACT",
-    "WINDOW_TAGS",
     "replica_drift_patch",
     "window_experiment",
 ]
@@ -157,17 +157,27 @@ class TrainerConfig(_Contract):
         """``edgemodel-trainer train`` arguments."""
         argv = [
             "train",
-            "--model-name", self.model_name,
-            "--tracking-uri", self.tracking_uri,
-            "--algorithm", self.algorithm,
-            "--features", ",".join(self.features),
-            "--target", self.target,
-            "--horizon", str(self.horizon),
-            "--lags", str(self.lags),
-            "--alias", self.alias,
-            "--promotion-margin", repr(self.promotion_margin),
-            "--training-window", str(self.training_window),
-        ]  # fmt: skip
+            "--model-name",
+            self.model_name,
+            "--tracking-uri",
+            self.tracking_uri,
+            "--algorithm",
+            self.algorithm,
+            "--features",
+            ",".join(self.features),
+            "--target",
+            self.target,
+            "--horizon",
+            str(self.horizon),
+            "--lags",
+            str(self.lags),
+            "--alias",
+            self.alias,
+            "--promotion-margin",
+            repr(self.promotion_margin),
+            "--training-window",
+            str(self.training_window),
+        ]
         if self.data is not None:
             argv += ["--data", self.data]
         if self.edgemodel is not None:

@@ -18,6 +18,7 @@ import copy
 import sys
 from typing import Any
 
+import pydantic
 import yaml
 
 from edgemodel import api
@@ -176,7 +177,7 @@ def _convert(node: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def openapi_schema(model: type[api.pydantic.BaseModel]) -> dict[str, Any]:
+def openapi_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a pydantic model, as the CRD carries it."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FeatureSpec", "DeviceHistory", "TrainingFrame", "build_training_frame", "feature_row"]
+__all__ = ["DeviceHistory", "FeatureSpec", "TrainingFrame", "build_training_frame", "feature_row"]
 
 Reading = Mapping[str, float]
 
@@ -108,9 +108,7 @@ class TrainingFrame:
         return int(self.y.shape[0])
 
 
-def build_training_frame(
-    spec: FeatureSpec, readings: Iterable[tuple[str, float, Reading]]
-) -> TrainingFrame:
+def build_training_frame(spec: FeatureSpec, readings: Iterable[tuple[str, float, Reading]]) -> TrainingFrame:
     """Build rows and labels from ``(device, timestamp, reading)`` triples.
 
     Readings of each device are ordered by timestamp; the result is ordered by timestamp

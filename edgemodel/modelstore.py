@@ -19,7 +19,16 @@ import numpy as np
 import numpy.typing as npt
 import skops.io
 
-__all__ = ["MODEL_FILE", "TRUSTED_TYPES", "ModelLoadError", "Predictor", "load", "sanity_check", "save", "sha256_file"]
+__all__ = [
+    "MODEL_FILE",
+    "TRUSTED_TYPES",
+    "ModelLoadError",
+    "Predictor",
+    "load",
+    "sanity_check",
+    "save",
+    "sha256_file",
+]
 
 MODEL_FILE = "model.skops"
 
@@ -70,14 +79,14 @@ def load(path: pathlib.Path, *, expected_sha256: str | None) -> Predictor:
             )
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupted file
+    except Exception as exc:
         raise ModelLoadError(f"model file {path} is not a readable skops file: {exc}") from exc
     refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if refused:
         raise ModelLoadError(f"model file {path} needs types outside the allow-list: {refused}")
     try:
         model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"model file {path} could not be loaded: {exc}") from exc
     if not callable(getattr(model, "predict", None)):
         raise ModelLoadError(f"model file {path} holds {type(model).__name__}, which cannot predict")
@@ -89,7 +98,7 @@ def sanity_check(model: Predictor, n_features: int) -> None:
     probe = np.zeros((2, n_features), dtype=np.float64)
     try:
         out = np.asarray(model.predict(probe), dtype=np.float64)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"model fails on a row of {n_features} features: {exc}") from exc
     if out.shape != (2,) or not np.all(np.isfinite(out)):
         raise ModelLoadError(f"model returned {out.shape} non-finite or misshapen predictions")

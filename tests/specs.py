@@ -12,7 +12,11 @@ import dataclasses
 from typing import Any
 
 VALID_SPEC: dict[str, Any] = {
-    "sensors": {"topics": ["plant/+/telemetry"], "features": ["temperature", "humidity"], "target": "temperature"},
+    "sensors": {
+        "topics": ["plant/+/telemetry"],
+        "features": ["temperature", "humidity"],
+        "target": "temperature",
+    },
     "drift": {"threshold": 1.5},
 }
 

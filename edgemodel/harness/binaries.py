@@ -12,7 +12,7 @@ import os
 import pathlib
 import shutil
 
-__all__ = ["TOOLS", "BinaryNotFound", "cache_bin_dir", "find", "repo_root", "versions"]
+__all__ = ["TOOLS", "BinaryNotFoundError", "cache_bin_dir", "find", "repo_root", "versions"]
 
 TOOLS = (
     "etcd",
@@ -27,7 +27,7 @@ TOOLS = (
 _CACHE_FIRST = {"kubectl"}
 
 
-class BinaryNotFound(FileNotFoundError):
+class BinaryNotFoundError(FileNotFoundError):
     """A tool is missing; the message says how to build it."""
 
 
@@ -43,9 +43,9 @@ def versions() -> dict[str, str]:
     """The pinned versions from ``hack/versions.env``."""
     result: dict[str, str] = {}
     for line in (repo_root() / "hack" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
+        entry = line.strip()
+        if entry and not entry.startswith("#") and "=" in entry:
+            key, value = entry.split("=", 1)
             result[key] = value
     return result
 
@@ -53,15 +53,12 @@ def versions() -> dict[str, str]:
 def cache_bin_dir() -> pathlib.Path:
     v = versions()
     cache = pathlib.Path(os.environ.get("EDGEMODEL_CACHE", pathlib.Path.home() / ".cache" / "edgemodel"))
-    key = (
-        f"k8s-{v['K8S_VERSION']}_etcd-{v['ETCD_VERSION']}"
-        f"_kwok-{v['KWOK_VERSION']}_helm-{v['HELM_VERSION']}"
-    )
+    key = f"k8s-{v['K8S_VERSION']}_etcd-{v['ETCD_VERSION']}_kwok-{v['KWOK_VERSION']}_helm-{v['HELM_VERSION']}"
     return cache / "tools" / key / "bin"
 
 
 def find(tool: str) -> pathlib.Path:
-    """The path of ``tool``, or :class:`BinaryNotFound`."""
+    """The path of ``tool``, or :class:`BinaryNotFoundError`."""
     candidates: list[pathlib.Path] = []
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
@@ -79,4 +76,6 @@ def find(tool: str) -> pathlib.Path:
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise BinaryNotFound(f"{tool} not found in KUBEBUILDER_ASSETS, PATH or {cached.parent}; run hack/k8s-tools.sh")
+    raise BinaryNotFoundError(
+        f"{tool} not found in KUBEBUILDER_ASSETS, PATH or {cached.parent}; run hack/k8s-tools.sh"
+    )

@@ -19,7 +19,7 @@ import ssl
 import subprocess
 import urllib.request
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 import yaml
@@ -96,13 +96,18 @@ class ControlPlane:
             "etcd",
             [
                 str(binaries.find("etcd")),
-                "--data-dir", str(self.workdir / "etcd"),
-                "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-                "--listen-peer-urls", "http://127.0.0.1:0",
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                "http://127.0.0.1:0",
                 "--unsafe-no-fsync",
-                "--log-level", "warn",
-            ],  # fmt: skip
+                "--log-level",
+                "warn",
+            ],
             log_path=logs / "etcd.log",
         )
         self._procs.append(etcd.start())
@@ -241,7 +246,10 @@ class ControlPlane:
 
     def api_client(self, kubeconfig: pathlib.Path | None = None) -> kubernetes.client.ApiClient:
         """A client for the admin (or the given kubeconfig)."""
-        return kubernetes.config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))
+        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig or self.kubeconfig)
+        )
+        return client
 
     def kubeconfig_for_service_account(self, namespace: str, name: str, *, hours: int = 4) -> pathlib.Path:
         """A kubeconfig that acts as a ServiceAccount, with a token from the TokenRequest API."""
@@ -249,13 +257,16 @@ class ControlPlane:
         request = kubernetes.client.AuthenticationV1TokenRequest(
             spec=kubernetes.client.V1TokenRequestSpec(audiences=[], expiration_seconds=hours * 3600)
         )
-        token = core.create_namespaced_service_account_token(name, namespace, request).status.token
+        status = core.create_namespaced_service_account_token(name, namespace, request).status
+        assert status is not None
+        token = status.token
         return self._write_kubeconfig(
             self.workdir / f"sa-{namespace}-{name}.kubeconfig", {"token": token}, f"{namespace}-{name}"
         )
 
-    def kubectl(self, *args: str, kubeconfig: pathlib.Path | None = None, check: bool = True,
-                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, kubeconfig: pathlib.Path | None = None, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl against this control plane."""
         return subprocess.run(
             [str(binaries.find("kubectl")), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
@@ -266,8 +277,9 @@ class ControlPlane:
             timeout=120,
         )
 
-    def add_node(self, name: str, *, labels: dict[str, str] | None = None,
-                 taints: Sequence[dict[str, str]] = ()) -> None:
+    def add_node(
+        self, name: str, *, labels: dict[str, str] | None = None, taints: Sequence[dict[str, str]] = ()
+    ) -> None:
         """Register a fake edge node that kwok manages."""
         core = kubernetes.client.CoreV1Api(self.api_client())
         body = {
@@ -276,20 +288,27 @@ class ControlPlane:
             "metadata": {
                 "name": name,
                 "annotations": {KWOK_ANNOTATION: "fake"},
-                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                           "kubernetes.io/arch": "amd64", **EDGE_NODE_LABELS, **(labels or {})},
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    **EDGE_NODE_LABELS,
+                    **(labels or {}),
+                },
             },
             "spec": {"taints": list(taints)} if taints else {},
-            "status": {"allocatable": {"cpu": "32", "memory": "64Gi", "pods": "1000"},
-                       "capacity": {"cpu": "32", "memory": "64Gi", "pods": "1000"}},
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "64Gi", "pods": "1000"},
+                "capacity": {"cpu": "32", "memory": "64Gi", "pods": "1000"},
+            },
         }
-        core.create_node(body)
+        core.create_node(cast(Any, body))
 
     @contextlib.contextmanager
     def namespace(self, name: str) -> Iterator[str]:
         """A namespace for one test, deleted afterwards."""
         core = kubernetes.client.CoreV1Api(self.api_client())
-        core.create_namespace({"metadata": {"name": name}})
+        core.create_namespace(cast(Any, {"metadata": {"name": name}}))
         try:
             yield name
         finally:

@@ -38,13 +38,21 @@ class MlflowServer:
         env.pop("MLFLOW_TRACKING_URI", None)
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         argv = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
-            "--artifacts-destination", str(self.workdir / "artifacts"),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--workers", "1",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.workdir / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         self._process = processes.ManagedProcess(
             "mlflow", argv, log_path=self.workdir / "mlflow.log", env=env
         ).start()

@@ -28,7 +28,13 @@ def _port_open(port: int) -> bool:
 class Mosquitto:
     """A broker; ``username``/``password`` are the only credentials it accepts."""
 
-    def __init__(self, workdir: pathlib.Path, *, username: str = "edge", password: str = "edge-secret") -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *,
+        username: str = "edge",
+        password: str = "edge-secret",  # noqa: S107 - a throwaway test broker
+    ) -> None:
         self.workdir = workdir
         self.username = username
         self.password = password

@@ -9,7 +9,7 @@ import kubernetes
 import pytest
 import yaml
 
-from edgemodel import api
+from edgemodel import api, contracts
 from edgemodel.harness import processes
 from tests import specs
 
@@ -50,7 +50,11 @@ def test_invalid_spec_is_refused_naming_the_field(api_client, namespace, case):
         _create(api_client, namespace, _edgemodel(case.name, case.spec()))
     assert info.value.status in (400, 422)
     body = json.loads(info.value.body)
-    text = body["message"] + " " + " ".join(c.get("field", "") for c in body.get("details", {}).get("causes", []))
+    text = (
+        body["message"]
+        + " "
+        + " ".join(c.get("field", "") for c in body.get("details", {}).get("causes", []))
+    )
     assert case.path in text, text
 
 
@@ -63,17 +67,38 @@ def test_server_defaults_match_pydantic_defaults(api_client, namespace):
 def test_kubectl_get_shows_health_columns(cluster, api_client, namespace):
     example = REPO / "examples" / "edgemodel.yaml"
     doc = yaml.safe_load(example.read_text())
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump({**doc, "metadata": {"name": doc["metadata"]["name"]}}))
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump({**doc, "metadata": {"name": doc["metadata"]["name"]}}),
+    )
     custom = kubernetes.client.CustomObjectsApi(api_client)
     custom.patch_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, namespace, api.PLURAL, doc["metadata"]["name"],
-        {"status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "Serving", "message": "v3 serving",
-                            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}],
-            "drift": {"rmse": 0.42, "samples": 100},
-            "model": {"version": "3"},
-            "replicas": 2,
-        }},
+        api.GROUP,
+        api.VERSION,
+        namespace,
+        api.PLURAL,
+        doc["metadata"]["name"],
+        {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "Serving",
+                        "message": "v3 serving",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        "observedGeneration": 1,
+                    }
+                ],
+                "drift": {"rmse": 0.42, "samples": 100},
+                "model": {"version": "3"},
+                "replicas": 2,
+            }
+        },
     )
     out = cluster.kubectl("get", "edgemodels", "-n", namespace).stdout.splitlines()
     header = out[0].split()
@@ -87,19 +112,28 @@ def test_kubectl_get_shows_health_columns(cluster, api_client, namespace):
 def test_replica_drift_entries_merge_without_clobbering(api_client, namespace):
     _create(api_client, namespace, _edgemodel("replicas", specs.VALID_SPEC))
     custom = kubernetes.client.CustomObjectsApi(api_client)
-    from edgemodel import contracts
-
     for pod, rmse in (("pod-a", 0.5), ("pod-b", 2.5)):
-        entry = api.ReplicaDriftEntry(rmse=rmse, samples=100, detected=rmse > 1.5, report_time="2026-01-01T00:00:00Z")
+        entry = api.ReplicaDriftEntry(
+            rmse=rmse, samples=100, detected=rmse > 1.5, report_time="2026-01-01T00:00:00Z"
+        )
         custom.patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, "replicas",
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            "replicas",
             contracts.replica_drift_patch(pod, entry),
         )
     obj = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, "replicas")
     assert set(obj["status"]["replicaDrift"]) == {"pod-a", "pod-b"}
     assert obj["status"]["replicaDrift"]["pod-b"]["detected"] is True
     custom.patch_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, namespace, api.PLURAL, "replicas", contracts.replica_drift_patch("pod-a", None)
+        api.GROUP,
+        api.VERSION,
+        namespace,
+        api.PLURAL,
+        "replicas",
+        contracts.replica_drift_patch("pod-a", None),
     )
     obj = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, "replicas")
     assert set(obj["status"]["replicaDrift"]) == {"pod-b"}
@@ -110,17 +144,29 @@ def test_replica_drift_entries_merge_without_clobbering(api_client, namespace):
 def test_deployment_becomes_available_on_the_kwok_node(api_client, namespace):
     apps = kubernetes.client.AppsV1Api(api_client)
     labels = {"app": "probe"}
-    apps.create_namespaced_deployment(namespace, {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "probe"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [{"name": "c", "image": "example.invalid/probe:1"}]}}},
-    })
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "probe"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "example.invalid/probe:1"}]},
+                },
+            },
+        },
+    )
 
     def available() -> bool:
         dep = apps.read_namespaced_deployment_status("probe", namespace)
-        return any(c.type == "Available" and c.status == "True" for c in dep.status.conditions or []) and \
-            dep.status.ready_replicas == 2
+        return (
+            any(c.type == "Available" and c.status == "True" for c in dep.status.conditions or [])
+            and dep.status.ready_replicas == 2
+        )
 
     processes.wait_until(available, timeout=60, what="the Deployment to become Available")
     pods = kubernetes.client.CoreV1Api(api_client).list_namespaced_pod(namespace).items

@@ -95,11 +95,22 @@ def test_status_round_trips_on_the_wire():
         {
             "observedGeneration": 3,
             "conditions": [
-                {"type": "Ready", "status": "True", "reason": "Serving", "message": "",
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Serving",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
             ],
-            "replicaDrift": {"pod-a": {"rmse": 0.5, "samples": 100, "detected": False,
-                                       "reportTime": "2026-01-01T00:00:00Z"}},
+            "replicaDrift": {
+                "pod-a": {
+                    "rmse": 0.5,
+                    "samples": 100,
+                    "detected": False,
+                    "reportTime": "2026-01-01T00:00:00Z",
+                }
+            },
             "futureField": "ignored",
         }
     )

@@ -40,8 +40,8 @@ def test_printer_columns(version):
 
 def _walk(schema: dict, dotted: str) -> dict:
     node = schema
-    for part in dotted.strip(".").split("."):
-        part = re.sub(r"\[.*\]$", "", part)
+    for raw in dotted.strip(".").split("."):
+        part = re.sub(r"\[.*\]$", "", raw)
         if node.get("type") == "array":
             node = node["items"]
         node = node["properties"][part]
@@ -62,9 +62,14 @@ def test_printer_columns_point_at_real_fields(version):
 
 def test_wire_names_of_pydantic_fields_exist_in_the_schema(version):
     spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    for section, model in [("sensors", api.SensorsSpec), ("drift", api.DriftSpec),
-                           ("scaling", api.ScalingSpec), ("retraining", api.RetrainingSpec),
-                           ("model", api.ModelSpec), ("broker", api.BrokerSpec)]:
+    for section, model in [
+        ("sensors", api.SensorsSpec),
+        ("drift", api.DriftSpec),
+        ("scaling", api.ScalingSpec),
+        ("retraining", api.RetrainingSpec),
+        ("model", api.ModelSpec),
+        ("broker", api.BrokerSpec),
+    ]:
         aliases = {f.alias for f in model.model_fields.values()}
         assert aliases == set(spec_schema["properties"][section]["properties"]), section
 
@@ -81,8 +86,11 @@ def test_schema_is_structural(version):
     def check(node, where):
         assert "$ref" not in node and "anyOf" not in node and "oneOf" not in node, where
         if node.get("type") == "object":
-            assert ("properties" in node or "additionalProperties" in node
-                    or node.get("x-kubernetes-preserve-unknown-fields")), where
+            assert (
+                "properties" in node
+                or "additionalProperties" in node
+                or node.get("x-kubernetes-preserve-unknown-fields")
+            ), where
         for name, sub in node.get("properties", {}).items():
             check(sub, f"{where}.{name}")
         if isinstance(node.get("items"), dict):
