@@ -44,8 +44,9 @@ def normalise(table: pd.DataFrame, spec: features.FeatureSpec) -> pd.DataFrame:
     """The columns ``device``, ``ts`` (float seconds) and the spec's fields (float), in time order.
 
     A missing ``device`` column means one device. Rows with a missing or non-numeric
-    value in any needed field are dropped. The sort is stable, so readings that share a
-    timestamp keep their file order.
+    value in any needed field are dropped, and so are repeats of a ``(device, ts)`` pair
+    (the first copy stays). The sort is stable, so readings that share a timestamp keep
+    their file order.
     """
     if TIMESTAMP not in table.columns:
         raise DataError(f"training data has no {TIMESTAMP!r} column; columns: {list(table.columns)}")
@@ -59,6 +60,7 @@ def normalise(table: pd.DataFrame, spec: features.FeatureSpec) -> pd.DataFrame:
         out[field] = pd.to_numeric(table[field], errors="coerce").astype("float64")
     out = out.dropna(subset=[TIMESTAMP, *spec.fields])
     out = out[~out[list(spec.fields)].isin([float("inf"), float("-inf")]).any(axis=1)]
+    out = out.drop_duplicates(subset=[DEVICE, TIMESTAMP], keep="first")
     return out.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "NotEnoughDataError",
     "evaluate",
     "fit",
+    "last_value_predictions",
     "make_estimator",
     "rmse",
     "time_split",
@@ -143,3 +144,15 @@ def rmse(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
 def evaluate(model: modelstore.Predictor, frame: features.TrainingFrame) -> float:
     """RMSE of ``model`` on the rows of ``frame``."""
     return rmse(frame.y, model.predict(frame.x))
+
+
+def last_value_predictions(
+    frame: features.TrainingFrame, spec: features.FeatureSpec
+) -> npt.NDArray[np.float64] | None:
+    """The naive forecast "the target stays where it is now", or ``None`` when the rows lack it.
+
+    A row carries the current target value only when the target is also a feature.
+    """
+    if spec.target not in spec.features:
+        return None
+    return frame.x[:, spec.features.index(spec.target)]
