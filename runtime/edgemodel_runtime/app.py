@@ -1,0 +1,444 @@
+"""The runtime wired together: MQTT in, micro-batches through the model, predictions and drift out.
+
+Threads, each with one job:
+
+- paho's network thread parses nothing; it appends ``(topic, payload, arrival)`` to the
+  :class:`~edgemodel_runtime.inference.MicroBatcher` (and waits when it is full);
+- the worker thread takes batches in arrival order, so one device's readings are handled
+  in order, and does everything else on the message path: validation, history,
+  prediction, publishing, drift;
+- the model poller follows the MLflow alias and swaps the model between batches;
+- the reporter sends drift reports (and, when drift starts, the training window first);
+- the HTTP server answers probes, metrics and one-off predictions.
+
+``App(settings).start()`` and ``.stop()`` run it in-process; ``main`` runs it as a CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from kubernetes import client as k8s
+from mlflow.tracking import MlflowClient
+from prometheus_client import CollectorRegistry
+
+from edgemodel import features, registry
+from edgemodel_runtime import (
+    config,
+    drift,
+    http,
+    inference,
+    logs,
+    models,
+    mqtt,
+    payloads,
+    reporting,
+    window,
+)
+from edgemodel_runtime import metrics as metrics_
+
+__all__ = ["App"]
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT = 30.0
+"""/healthz fails when the worker loop has not turned for this long."""
+_IDLE_WAIT = 0.2
+
+Message = tuple[str, bytes, float, float]
+"""topic, payload, monotonic arrival time, wall-clock arrival time."""
+
+
+class App:
+    """One runtime process; every thread it starts is stopped by :meth:`stop`."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        api_client: k8s.ApiClient | None = None,
+        status_sink: reporting.Sink | None = None,
+    ) -> None:
+        self.settings = settings
+        c = settings.config
+        self.spec = settings.spec
+        self.schema = settings.schema
+        self.partition = settings.partition
+        self.metrics = metrics_.Metrics(registry if registry is not None else CollectorRegistry())
+        self.metrics.drift_threshold.set(c.drift_threshold)
+        self.batcher: inference.MicroBatcher[Message] = inference.MicroBatcher(
+            max_size=c.batch_max_size,
+            max_delay=c.batch_max_delay_ms / 1000.0,
+            capacity=settings.options.queue_capacity,
+        )
+        self.inference = inference.Inference(self.spec, max_devices=settings.options.max_devices)
+        self.drift = drift.DriftMonitor(
+            threshold=c.drift_threshold, window=c.drift_window, detector=c.drift_detector
+        )
+        self.psi = drift.PSIMonitor(tuple(c.features))
+        self.window = window.TrainingWindow(c.training_window)
+        self.holder = models.ModelHolder()
+        self._serving: str | None = None
+        self._reported_error: str | None = None
+        self._rejections = logs.RateLimiter(burst=5, per=10.0)
+        self._stopping = threading.Event()
+        self._heartbeat = time.monotonic()
+        self._gauges_at = 0.0
+
+        self.mlflow: MlflowClient | None = (
+            registry_client(c.mlflow_tracking_uri) if c.mlflow_tracking_uri else None
+        )
+        self.poller = (
+            models.ModelPoller(
+                self.holder,
+                self.mlflow,
+                name=c.model_name,
+                alias=c.model_alias,
+                spec=self.spec,
+                interval=c.model_poll_seconds,
+                on_load=lambda result: self.metrics.model_loads.labels(result).inc(),
+            )
+            if self.mlflow is not None
+            else None
+        )
+        self.reporter = reporting.Reporter(
+            status_sink if status_sink is not None else self._default_sink(api_client),
+            interval=c.report_interval_seconds,
+            metrics=self.metrics,
+            upload_window=self._upload_window if self.mlflow is not None else None,
+        )
+        self.connection = mqtt.Connection(
+            host=c.broker_host,
+            port=c.broker_port,
+            client_id=settings.client_id,
+            topics=c.topics,
+            on_message=self._on_message,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password,
+            tls=c.broker_tls,
+            ca_file=settings.options.broker_ca_file,
+            cert_file=settings.options.broker_cert_file,
+            key_file=settings.options.broker_key_file,
+            session_expiry=settings.options.session_expiry_seconds,
+            on_connection_change=self._on_connection_change,
+        )
+        self.http = http.Server(self, bind=settings.options.http_bind, port=c.http_port)
+        self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _default_sink(self, api_client: k8s.ApiClient | None) -> reporting.Sink:
+        ref = self.settings.edgemodel_ref()
+        if ref is None or not self.settings.pod_name:
+            if ref is not None:
+                log.warning("POD_NAME is not set; drift goes to the log only")
+            return reporting.LogSink()
+        client = api_client if api_client is not None else reporting.api_client_from_environment()
+        return reporting.KubernetesSink(client, namespace=ref[0], name=ref[1], pod=self.settings.pod_name)
+
+    @property
+    def http_port(self) -> int:
+        return self.http.port
+
+    def start(self) -> App:
+        self.http.start()
+        self.reporter.start()
+        self._worker.start()
+        if self.poller is not None:
+            self.poller.start()
+        self.connection.start()
+        log.info(
+            "Started runtime",
+            extra={
+                "topics": self.settings.config.topics,
+                "partition": f"{self.partition.index}/{self.partition.count}",
+                "client_id": self.settings.client_id,
+                "http_port": self.http_port,
+            },
+        )
+        return self
+
+    def stop(self) -> None:
+        """Disconnect, finish the queued readings, then stop every thread."""
+        self.connection.stop()
+        self._stopping.set()
+        if self._worker.is_alive():
+            self._worker.join(60)
+        if self.poller is not None:
+            self.poller.stop()
+        self.reporter.stop()
+        self.http.stop()
+        log.info("Stopped runtime")
+
+    def wait_connected(self, timeout: float = 30.0) -> bool:
+        return self.connection.wait_connected(timeout)
+
+    def __enter__(self) -> App:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ message path
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        item = (topic, payload, time.monotonic(), time.time())
+        while not self.batcher.put(item, timeout=1.0):
+            if self._stopping.is_set() or not self._worker.is_alive():
+                log.error("Dropped a message: the worker is gone")
+                return
+
+    def _on_connection_change(self, connected: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if connected else 0)
+        if connected:
+            self.metrics.mqtt_connects.inc()
+
+    def _work(self) -> None:
+        while not (self._stopping.is_set() and len(self.batcher) == 0):
+            batch = self.batcher.next_batch(timeout=_IDLE_WAIT)
+            self._heartbeat = time.monotonic()
+            try:
+                model = self._follow_model()
+                if batch:
+                    self._process(batch, model)
+                self._refresh_gauges()
+            except Exception:
+                log.exception("Failed to process a batch of %d messages", len(batch))
+
+    def _follow_model(self) -> registry.LoadedModel | None:
+        """Between batches: adopt a swapped model, notice load errors; return the model to use."""
+        state = self.holder.state
+        if state.version != self._serving:
+            self._serving = state.version
+            self.drift.reset()
+            self.psi.reset()
+            self.metrics.feature_psi.clear()
+            if state.model is not None:
+                self.metrics.model_info.info({"name": state.model.name, "version": state.model.version})
+                self.metrics.model_loaded.set(1)
+            self._report()
+        if state.error != self._reported_error:
+            self._reported_error = state.error
+            self.metrics.model_error.set(0 if state.error is None else 1)
+            self._report()
+        return state.model
+
+    def _process(self, batch: Sequence[Message], model: registry.LoadedModel | None) -> None:
+        m = self.metrics
+        m.messages.inc(len(batch))
+        m.batch_size.observe(len(batch))
+        readings: list[payloads.Reading] = []
+        arrivals: dict[int, float] = {}
+        for topic, payload, arrived, wall in batch:
+            try:
+                reading = payloads.parse(payload, self.schema, topic=topic, received=wall)
+            except payloads.PayloadError as exc:
+                self._reject(exc.reason, exc.detail, topic)
+                continue
+            if not self.partition.owns(reading.device):
+                m.other_partition.inc()
+                continue
+            readings.append(reading)
+            arrivals[id(reading)] = arrived
+
+        plan = self.inference.plan(readings, predicting=model is not None)
+        for reading, reason in plan.rejected:
+            self._reject(reason, f"device {reading.device} at ts {reading.ts}", None)
+        m.readings.inc(len(plan.accepted))
+        self.window.extend(plan.accepted)
+        for reading in plan.accepted:
+            self.psi.update([reading.values[f] for f in self.spec.features])
+
+        predictions = None
+        if model is None:
+            m.unpredicted.inc(len(plan.accepted))
+        elif plan.rows:
+            predictions = self._predict(model, plan)
+        outcomes = self.inference.complete(plan, predictions, None if model is None else model.version)
+        if predictions is not None and model is not None:
+            self._publish(plan, model.version, arrivals)
+        self._record(outcomes)
+
+    def _predict(self, model: registry.LoadedModel, plan: inference.Plan) -> np.ndarray | None:
+        try:
+            out = np.asarray(model.model.predict(plan.matrix(len(self.spec.columns))), dtype=np.float64)
+            return out.reshape(len(plan.rows))
+        except Exception as exc:  # noqa: BLE001 - the stream goes on; history is already kept
+            self.metrics.prediction_failures.inc()
+            if self._rejections.allow("predict"):
+                log.error("Failed to predict a batch of %d rows: %s", len(plan.rows), exc)
+            return None
+
+    def _publish(self, plan: inference.Plan, version: str, arrivals: dict[int, float]) -> None:
+        template = self.settings.config.output_topic
+        horizon = self.spec.horizon
+        for slot, index in zip(plan.row_slots, plan.row_readings, strict=True):
+            if slot.prediction is None:
+                continue
+            body = json.dumps(
+                {
+                    "device": slot.device,
+                    "ts": slot.ts,
+                    "prediction": slot.prediction,
+                    "modelVersion": version,
+                    "horizon": horizon,
+                }
+            ).encode()
+            if self.connection.publish(template.replace("{device}", slot.device), body):
+                self.metrics.predictions.inc()
+                self.metrics.latency.observe(time.monotonic() - arrivals[id(plan.accepted[index])])
+            else:
+                self.metrics.publish_failures.inc()
+
+    def _record(self, outcomes: Sequence[inference.Outcome]) -> None:
+        was = self.drift.detected
+        counted = 0
+        for outcome in outcomes:
+            if outcome.version == self._serving:  # outcomes of a previous model are not this one's drift
+                self.drift.update(outcome.error)
+                counted += 1
+        if not counted:
+            return
+        self.metrics.outcomes.inc(counted)
+        if self.drift.detected and not was:
+            reason = self.drift.reason or "Threshold"
+            self.metrics.detections.labels(reason).inc()
+            log.warning(
+                "Detected drift of model %s version %s",
+                self.settings.config.model_name,
+                self._serving,
+                extra={"reason": reason, "rmse": self.drift.rmse, "samples": self.drift.samples},
+            )
+            self._report(with_window=True)
+        elif was and not self.drift.detected:
+            log.info("Drift of model %s version %s cleared", self.settings.config.model_name, self._serving)
+            self._report()
+        else:
+            self._report()
+
+    def _reject(self, reason: str, detail: str, topic: str | None) -> None:
+        self.metrics.rejected.labels(reason).inc()
+        if self._rejections.allow(reason):
+            log.warning(
+                "Rejected payload: %s",
+                detail,
+                extra={"reason": reason, "topic": topic, "suppressed": self._rejections.suppressed(reason)},
+            )
+
+    def _report(self, *, with_window: bool = False) -> None:
+        state = self.holder.state
+        report = reporting.DriftReport(
+            rmse=self.drift.rmse,
+            samples=self.drift.samples,
+            detected=self.drift.detected,
+            reason=self.drift.reason,
+            model_version=self._serving,
+            model_error=state.error,
+        )
+        self.reporter.update(report, window=self.window.snapshot() if with_window else None)
+
+    def _refresh_gauges(self) -> None:
+        now = time.monotonic()
+        m = self.metrics
+        m.queue_depth.set(len(self.batcher))
+        rmse = self.drift.rmse
+        m.rmse.set(float("nan") if rmse is None else rmse)
+        m.rmse_samples.set(self.drift.samples)
+        m.drift_detected.set(1 if self.drift.detected else 0)
+        m.detector_statistic.set(self.drift.statistic)
+        if now - self._gauges_at >= 1.0:
+            self._gauges_at = now
+            m.devices.set(self.inference.devices)
+            for feature, value in self.psi.psi().items():
+                m.feature_psi.labels(feature).set(value)
+
+    def _upload_window(self, readings: Sequence[payloads.Reading], state: reporting.DriftReport) -> None:
+        assert self.mlflow is not None
+        run_id = window.upload(
+            self.mlflow,
+            readings,
+            fields=self.spec.fields,
+            model_name=self.settings.config.model_name,
+            edgemodel=self.settings.config.edgemodel,
+            pod=self.settings.pod_name,
+            reason="drift",
+            model_version=state.model_version,
+        )
+        log.info("Logged the training window", extra={"run_id": run_id, "readings": len(readings)})
+
+    # ------------------------------------------------------------------ HTTP endpoints
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        self.metrics.queue_depth.set(len(self.batcher))
+        return metrics_.render(self.metrics.registry)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        age = time.monotonic() - self._heartbeat
+        ok = self._worker.is_alive() and age < HEALTH_TIMEOUT
+        return ok, {"status": "ok" if ok else "stalled", "workerLoopAgeSeconds": round(age, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        healthy, _ = self.health()
+        state = self.holder.state
+        ok = healthy and self.connection.connected
+        return ok, {
+            "status": "ready" if ok else "not ready",
+            "mqttConnected": self.connection.connected,
+            "modelVersion": state.version,
+            "modelError": state.error,
+        }
+
+    def predict(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        code, answer = self._predict_request(body)
+        self.metrics.http_predictions.labels(str(code)).inc()
+        return code, answer
+
+    def _predict_request(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """One reading (enough when ``lags`` is 0), or ``{"readings": [...]}`` oldest first."""
+        now = time.time()
+        try:
+            if len(body) > self.schema.max_bytes * 64:
+                raise payloads.PayloadError("too_large", "request body is too large")
+            obj = payloads.decode(body)
+            raw = obj["readings"] if isinstance(obj, dict) and "readings" in obj else [obj]
+            if not isinstance(raw, list) or not raw or len(raw) > 10_000:
+                raise payloads.PayloadError("wrong_type", "readings must be a list of 1 to 10000 readings")
+            readings = [payloads.parse_object(r, self.schema, topic="predict", received=now) for r in raw]
+        except payloads.PayloadError as exc:
+            return 400, {"error": exc.reason, "detail": exc.detail}
+        if len(readings) < self.spec.lags + 1:
+            return 400, {
+                "error": "insufficient_history",
+                "detail": f"lags={self.spec.lags}: send {self.spec.lags + 1} readings, oldest first",
+            }
+        model = self.holder.state.model
+        if model is None:
+            return 503, {"error": "no_model", "detail": "no model version has been loaded yet"}
+        history = features.DeviceHistory(self.spec)
+        row = None
+        for reading in readings:
+            row = history.row_for(reading.values)
+        assert row is not None
+        try:
+            value = float(np.asarray(model.model.predict(np.asarray([row], dtype=np.float64))).reshape(-1)[0])
+        except Exception as exc:  # noqa: BLE001
+            return 500, {"error": "prediction_failed", "detail": str(exc)[:200]}
+        last = readings[-1]
+        return 200, {
+            "device": last.device,
+            "ts": last.ts,
+            "prediction": value,
+            "modelVersion": model.version,
+            "horizon": self.spec.horizon,
+        }
+
+
+def registry_client(uri: str) -> MlflowClient:
+    return registry.client(uri)

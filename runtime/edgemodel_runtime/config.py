@@ -1,0 +1,216 @@
+"""Settings of one runtime process, merged from a file, the environment and flags.
+
+Precedence, lowest first: defaults, the JSON config file (``--config`` or
+``EDGEMODEL_RUNTIME_CONFIG``; the operator's :class:`edgemodel.contracts.RuntimeConfig`),
+``EDGEMODEL_<FIELD>`` environment variables, then command-line flags. Keys may be
+camelCase (as the operator writes them) or snake_case. Lists (``topics``, ``features``)
+are comma-separated in the environment and on the command line.
+
+Settings the operator does not render (:class:`Options`: partitioning, HTTP bind
+address, TLS files, ...) are read the same way. Secrets and identity come only from the
+environment: ``MQTT_USERNAME``, ``MQTT_PASSWORD``, ``POD_NAME``, ``POD_NAMESPACE``.
+
+Reads files and the environment it is given; nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+from pydantic.alias_generators import to_camel, to_snake
+
+from edgemodel import contracts, features
+from edgemodel_runtime import partition, payloads
+
+__all__ = ["ENV_CONFIG", "ConfigError", "Options", "Settings", "add_arguments", "load"]
+
+ENV_CONFIG = "EDGEMODEL_RUNTIME_CONFIG"
+ENV_PREFIX = "EDGEMODEL_"
+_LIST_FIELDS = {"topics", "features"}
+
+
+class ConfigError(ValueError):
+    """The settings are incomplete or invalid; the message says which and why."""
+
+
+class Options(pydantic.BaseModel):
+    """Runtime settings beyond the operator's contract."""
+
+    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    http_bind: str = "0.0.0.0"  # noqa: S104 - a Pod serves its probes and metrics on all interfaces
+    """Address the HTTP server binds; tests use 127.0.0.1."""
+    partition_count: int = pydantic.Field(default=1, ge=1, le=10_000)
+    """How many replicas share the devices (hash partitioning); 1 means all devices here."""
+    partition_index: int | None = pydantic.Field(default=None, ge=0)
+    """This replica's partition; defaults to the StatefulSet ordinal of POD_NAME."""
+    client_id: str | None = None
+    """MQTT client id; defaults to ``edgemodel-<POD_NAME>``, or to the host name."""
+    session_expiry_seconds: int = pydantic.Field(default=3600, ge=0)
+    """How long the broker keeps this client's session and queued messages while away."""
+    broker_ca_file: str | None = None
+    broker_cert_file: str | None = None
+    broker_key_file: str | None = None
+    max_payload_bytes: int = pydantic.Field(default=payloads.MAX_PAYLOAD_BYTES, ge=64)
+    queue_capacity: int = pydantic.Field(default=10_000, ge=1)
+    """Readings held in memory before the MQTT thread waits (back pressure)."""
+    max_devices: int = pydantic.Field(default=100_000, ge=1)
+    """Devices whose history is kept; the least recently seen is forgotten beyond this."""
+    log_level: str = "INFO"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a runtime process runs with."""
+
+    config: contracts.RuntimeConfig
+    options: Options = dataclasses.field(default_factory=Options)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = dataclasses.field(default=None, repr=False)
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+
+    @property
+    def spec(self) -> features.FeatureSpec:
+        c = self.config
+        return features.FeatureSpec(
+            features=tuple(c.features), target=c.target, horizon=c.horizon, lags=c.lags
+        )
+
+    @property
+    def schema(self) -> payloads.Schema:
+        c = self.config
+        return payloads.Schema(
+            fields=self.spec.fields,
+            topics=tuple(c.topics),
+            device_field=c.device_field,
+            timestamp_field=c.timestamp_field,
+            max_bytes=self.options.max_payload_bytes,
+        )
+
+    @property
+    def partition(self) -> partition.Partition:
+        index = self.options.partition_index
+        if index is None:
+            index = partition.index_from_pod_name(self.pod_name) if self.options.partition_count > 1 else 0
+        if index is None:
+            raise ConfigError(
+                "partitionCount > 1 needs partitionIndex, or a POD_NAME ending in a StatefulSet ordinal"
+            )
+        return partition.Partition(count=self.options.partition_count, index=index)
+
+    @property
+    def client_id(self) -> str:
+        if self.options.client_id:
+            return self.options.client_id
+        if self.pod_name:
+            return f"edgemodel-{self.pod_name}"
+        import socket  # noqa: PLC0415 - only for the standalone default
+
+        return f"edgemodel-{socket.gethostname()}"
+
+    @property
+    def reports_to_kubernetes(self) -> bool:
+        return self.config.edgemodel is not None and bool(self.pod_name)
+
+    def edgemodel_ref(self) -> tuple[str, str] | None:
+        """``(namespace, name)`` of the EdgeModel to report to."""
+        if self.config.edgemodel is None:
+            return None
+        namespace, _, name = self.config.edgemodel.partition("/")
+        if not name:
+            namespace, name = self.pod_namespace or "default", namespace
+        return namespace, name
+
+
+def _field_names() -> list[str]:
+    return list(contracts.RuntimeConfig.model_fields) + list(Options.model_fields)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--kebab-case`` flag per setting, all optional; values are validated later."""
+    parser.add_argument("--config", help=f"JSON config file (default: ${ENV_CONFIG})")
+    for name in _field_names():
+        flag = "--" + name.replace("_", "-")
+        hint = " (comma-separated)" if name in _LIST_FIELDS else ""
+        parser.add_argument(flag, dest=name, default=None, metavar="VALUE", help=f"{name}{hint}")
+
+
+def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = to_snake(key)
+        if name in _LIST_FIELDS and isinstance(value, str):
+            out[name] = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            out[name] = value
+    return out
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        raw = json.loads(pathlib.Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"config file {path} is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return raw
+
+
+def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Merge file, environment and flags into :class:`Settings`; :class:`ConfigError` if invalid."""
+    env = {} if env is None else env
+    merged: dict[str, Any] = {}
+    path = getattr(args, "config", None) or env.get(ENV_CONFIG)
+    if path:
+        merged.update(_normalise(_read_file(path)))
+    names = _field_names()
+    merged.update(
+        _normalise({n: env[ENV_PREFIX + n.upper()] for n in names if ENV_PREFIX + n.upper() in env})
+    )
+    if args is not None:
+        merged.update(_normalise({n: getattr(args, n) for n in names if getattr(args, n, None) is not None}))
+    try:
+        config = contracts.RuntimeConfig.model_validate(merged)
+        options = Options.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+    settings = Settings(
+        config=config,
+        options=options,
+        mqtt_username=env.get("MQTT_USERNAME") or None,
+        mqtt_password=env.get("MQTT_PASSWORD") or None,
+        pod_name=env.get("POD_NAME") or None,
+        pod_namespace=env.get("POD_NAMESPACE") or None,
+    )
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Checks across fields that pydantic's per-field rules do not cover."""
+    c = settings.config
+    try:
+        settings.spec  # noqa: B018 - validates features, horizon and lags
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not c.topics:
+        raise ConfigError("topics must not be empty")
+    if c.drift_threshold <= 0:
+        raise ConfigError("driftThreshold must be positive")
+    if c.drift_window < 1 or c.training_window < 1 or c.batch_max_size < 1:
+        raise ConfigError("driftWindow, trainingWindow and batchMaxSize must be at least 1")
+    if c.batch_max_delay_ms < 0 or c.report_interval_seconds <= 0 or c.model_poll_seconds <= 0:
+        raise ConfigError("delays and intervals must be positive")
+    try:
+        settings.partition  # noqa: B018
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,423 @@
+"""Drift measurement: rolling RMSE, change detectors on the error stream, input drift (PSI).
+
+The detectors follow river's small API: ``update(x)`` returns the detector,
+``drift_detected`` says whether that update signalled a change, ``reset()`` starts over.
+
+:class:`DriftMonitor` combines them into the rule a replica reports:
+
+- ``Threshold``: the rolling RMSE over the last ``window`` outcomes is above
+  ``threshold``, once ``window`` outcomes have been seen;
+- ``ChangeDetector``: the change detector saw the absolute error rise. The detector reads
+  ``|error| / threshold``, so its tuning is in units of the configured threshold and
+  holds for any target scale. The alarm is latched until the next model swap, or until
+  ``window`` further outcomes show a rolling RMSE below the threshold again.
+
+Pure and stateful; no I/O here.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterable
+from typing import Literal, Protocol
+
+import numpy as np
+
+__all__ = [
+    "ADWIN",
+    "DetectorName",
+    "DriftMonitor",
+    "PSIMonitor",
+    "PageHinkley",
+    "RollingRMSE",
+    "make_detector",
+    "population_stability_index",
+]
+
+DetectorName = Literal["page_hinkley", "adwin", "none"]
+
+
+class Detector(Protocol):
+    def update(self, x: float) -> Detector: ...
+
+    @property
+    def drift_detected(self) -> bool: ...
+
+    @property
+    def statistic(self) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+class RollingRMSE:
+    """Root mean squared error over the last ``window`` errors.
+
+    >>> r = RollingRMSE(window=2)
+    >>> r.update(3.0).update(4.0).update(0.0).rmse
+    2.8284271247461903
+    >>> r.samples
+    2
+    """
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.window = window
+        self._squares: collections.deque[float] = collections.deque(maxlen=window)
+        self._sum = 0.0
+        self._updates = 0
+
+    def update(self, error: float) -> RollingRMSE:
+        square = error * error
+        if len(self._squares) == self.window:
+            self._sum -= self._squares[0]
+        self._squares.append(square)
+        self._sum += square
+        self._updates += 1
+        if self._updates % 4096 == 0:  # wash out floating-point drift of the running sum
+            self._sum = math.fsum(self._squares)
+        return self
+
+    @property
+    def samples(self) -> int:
+        return len(self._squares)
+
+    @property
+    def rmse(self) -> float | None:
+        if not self._squares:
+            return None
+        return math.sqrt(max(self._sum, 0.0) / len(self._squares))
+
+    def reset(self) -> None:
+        self._squares.clear()
+        self._sum = 0.0
+
+
+class PageHinkley:
+    """One-sided Page-Hinkley test for a rise in the mean of a stream.
+
+    Parameters
+    ----------
+    min_instances
+        Updates before the test may signal.
+    delta
+        Rises of the mean smaller than this are tolerated.
+    threshold
+        The cumulative excess over ``mean + delta`` that signals a change (lambda).
+
+    After a signal the detector starts over, as river's does.
+
+    >>> ph = PageHinkley(min_instances=10, delta=0.1, threshold=5.0)
+    >>> [i for i, x in enumerate([0.2] * 50 + [2.0] * 10) if ph.update(x).drift_detected]
+    [53]
+    """
+
+    def __init__(self, min_instances: int = 30, delta: float = 0.1, threshold: float = 8.0) -> None:
+        self.min_instances = min_instances
+        self.delta = delta
+        self.threshold = threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self._n = 0
+        self._mean = 0.0
+        self._sum = 0.0
+        self._min = 0.0
+        self._drift = False
+
+    def update(self, x: float) -> PageHinkley:
+        if self._drift:
+            self.reset()
+        self._n += 1
+        self._mean += (x - self._mean) / self._n
+        self._sum += x - self._mean - self.delta
+        self._min = min(self._min, self._sum)
+        self._drift = self._n >= self.min_instances and self.statistic > self.threshold
+        return self
+
+    @property
+    def statistic(self) -> float:
+        """The current excess ``m_t - min m_t``, compared with ``threshold``."""
+        return self._sum - self._min
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+
+class ADWIN:
+    """An ADWIN-like adaptive window that signals when its recent part has a higher mean.
+
+    Every ``clock`` updates, every split of the window into an older and a newer part is
+    tested with the variance-aware bound of Bifet and Gavaldà (2007); when the newer part's
+    mean exceeds the older one's by more than the bound, the older part is dropped. Only a
+    rise signals (a falling error is no drift), though any change shrinks the window. The
+    window holds at most ``max_window`` values.
+
+    >>> adwin = ADWIN(delta=0.002)
+    >>> hits = [i for i, x in enumerate([0.2, 0.3] * 200 + [2.0, 2.2] * 50) if adwin.update(x).drift_detected]
+    >>> 400 <= hits[0] < 450
+    True
+    """
+
+    def __init__(
+        self, delta: float = 0.002, clock: int = 8, min_window: int = 10, max_window: int = 2000
+    ) -> None:
+        self.delta = delta
+        self.clock = clock
+        self.min_window = min_window
+        self.max_window = max_window
+        self.reset()
+
+    def reset(self) -> None:
+        self._values: collections.deque[float] = collections.deque(maxlen=self.max_window)
+        self._since_check = 0
+        self._drift = False
+        self._gap = 0.0
+
+    def update(self, x: float) -> ADWIN:
+        self._values.append(x)
+        self._since_check += 1
+        self._drift = False
+        if self._since_check >= self.clock and len(self._values) >= 2 * self.min_window:
+            self._since_check = 0
+            self._check()
+        return self
+
+    def _check(self) -> None:
+        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        n = values.size
+        variance = float(values.var())
+        log_term = math.log(2.0 * math.log(max(n, 2)) / self.delta)
+        prefix = np.cumsum(values)
+        total = float(prefix[-1])
+        cuts = np.arange(self.min_window, n - self.min_window + 1)
+        n0 = cuts.astype(np.float64)
+        n1 = n - n0
+        mean0 = prefix[cuts - 1] / n0
+        mean1 = (total - prefix[cuts - 1]) / n1
+        m = 1.0 / (1.0 / n0 + 1.0 / n1)
+        bound = np.sqrt(2.0 / m * variance * log_term) + 2.0 / (3.0 * m) * log_term
+        gaps = mean1 - mean0
+        self._gap = float(np.max(gaps - bound)) if gaps.size else 0.0
+        changed = np.abs(gaps) > bound
+        if not changed.any():
+            return
+        first = int(np.argmax(changed))
+        rose = bool(gaps[first] > 0)
+        for _ in range(int(cuts[first])):
+            self._values.popleft()
+        self._drift = rose
+
+    @property
+    def statistic(self) -> float:
+        """How far the largest rise between the window's parts exceeds its bound (last check)."""
+        return self._gap
+
+    @property
+    def width(self) -> int:
+        return len(self._values)
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+
+class _NoDetector:
+    drift_detected = False
+    statistic = 0.0
+
+    def update(self, x: float) -> _NoDetector:
+        return self
+
+    def reset(self) -> None:
+        pass
+
+
+def make_detector(name: DetectorName) -> Detector:
+    """The change detector for ``RuntimeConfig.drift_detector``, with EdgeModel's tuning.
+
+    Both read ``|error| / threshold``. Page-Hinkley tolerates a rise of the mean absolute
+    error of 0.1 threshold and signals at a cumulative excess of 8 thresholds: an error
+    that jumps from 0.3 to 2 thresholds is caught after about 5 outcomes, and stationary
+    streams of 100,000 outcomes with an RMSE of half the threshold give no alarm (see
+    ``tests/unit/test_runtime_drift.py``).
+    """
+    if name == "page_hinkley":
+        return PageHinkley(min_instances=30, delta=0.1, threshold=8.0)
+    if name == "adwin":
+        return ADWIN(delta=0.002)
+    return _NoDetector()
+
+
+class DriftMonitor:
+    """The drift state of one model on one replica.
+
+    >>> m = DriftMonitor(threshold=1.0, window=20, detector="none")
+    >>> for _ in range(20):
+    ...     _ = m.update(2.0)
+    >>> m.detected, m.reason, m.rmse
+    (True, 'Threshold', 2.0)
+    """
+
+    def __init__(self, *, threshold: float, window: int, detector: DetectorName) -> None:
+        if threshold <= 0:
+            raise ValueError("threshold must be positive")
+        self.threshold = threshold
+        self.window = window
+        self.detector_name: DetectorName = detector
+        self._rolling = RollingRMSE(window)
+        self._detector = make_detector(detector)
+        self._seen = 0
+        self._latched_at: int | None = None
+        self.changes = 0
+        """How many times the change detector signalled since the last reset."""
+
+    def update(self, error: float) -> DriftMonitor:
+        """Record one outcome: prediction minus true value."""
+        self._seen += 1
+        self._rolling.update(error)
+        self._detector.update(abs(error) / self.threshold)
+        if self._detector.drift_detected:
+            self.changes += 1
+            self._latched_at = self._seen
+        elif (
+            self._latched_at is not None
+            and self._seen - self._latched_at >= self.window
+            and not self._threshold_exceeded
+        ):
+            self._latched_at = None
+        return self
+
+    def update_many(self, errors: Iterable[float]) -> DriftMonitor:
+        for error in errors:
+            self.update(error)
+        return self
+
+    @property
+    def _threshold_exceeded(self) -> bool:
+        rmse = self._rolling.rmse
+        return self._seen >= self.window and rmse is not None and rmse > self.threshold
+
+    @property
+    def rmse(self) -> float | None:
+        return self._rolling.rmse
+
+    @property
+    def samples(self) -> int:
+        """Outcomes in the rolling window."""
+        return self._rolling.samples
+
+    @property
+    def seen(self) -> int:
+        """Outcomes since the last reset."""
+        return self._seen
+
+    @property
+    def statistic(self) -> float:
+        return float(self._detector.statistic)
+
+    @property
+    def reason(self) -> str | None:
+        if self._threshold_exceeded:
+            return "Threshold"
+        if self._latched_at is not None:
+            return "ChangeDetector"
+        return None
+
+    @property
+    def detected(self) -> bool:
+        return self.reason is not None
+
+    def reset(self) -> None:
+        """Start over, for a new model."""
+        self._rolling.reset()
+        self._detector.reset()
+        self._seen = 0
+        self._latched_at = None
+        self.changes = 0
+
+
+def population_stability_index(expected: np.ndarray, actual: np.ndarray, eps: float = 1e-4) -> float:
+    """PSI between two histograms of counts over the same bins.
+
+    Below 0.1 is usually read as stable, above 0.25 as a shift.
+
+    >>> round(population_stability_index(np.array([50, 50]), np.array([50, 50])), 6)
+    0.0
+    >>> population_stability_index(np.array([90, 10]), np.array([10, 90])) > 1
+    True
+    """
+    e = np.maximum(expected / max(expected.sum(), 1), eps)
+    a = np.maximum(actual / max(actual.sum(), 1), eps)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+class PSIMonitor:
+    """Per-feature input drift: PSI of the last ``window`` values against a reference.
+
+    The first ``reference_size`` rows after a reset are the reference; they fix the bin
+    edges (deciles) and the expected proportions. ``psi()`` is empty until then.
+    """
+
+    def __init__(
+        self, features: tuple[str, ...], *, reference_size: int = 500, window: int = 500, bins: int = 10
+    ) -> None:
+        self.features = features
+        self.reference_size = reference_size
+        self.window = window
+        self.bins = bins
+        self.reset()
+
+    def reset(self) -> None:
+        self._reference: list[list[float]] = []
+        self._edges: np.ndarray | None = None
+        self._expected: np.ndarray | None = None
+        self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
+        self._counts = np.zeros((len(self.features), self.bins), dtype=np.int64)
+
+    @property
+    def ready(self) -> bool:
+        return self._edges is not None
+
+    def update(self, row: list[float]) -> PSIMonitor:
+        """Add one reading's feature values, in the order of ``features``."""
+        if self._edges is None:
+            self._reference.append(row)
+            if len(self._reference) >= self.reference_size:
+                self._freeze()
+            return self
+        idx = self._bin(np.asarray(row, dtype=np.float64))
+        if len(self._recent) == self.window:
+            old = self._recent[0]
+            self._counts[np.arange(len(self.features)), old] -= 1
+        self._recent.append(idx)
+        self._counts[np.arange(len(self.features)), idx] += 1
+        return self
+
+    def _freeze(self) -> None:
+        ref = np.asarray(self._reference, dtype=np.float64)
+        qs = np.linspace(0, 1, self.bins + 1)[1:-1]
+        self._edges = np.quantile(ref, qs, axis=0).T  # (features, bins-1)
+        expected = np.zeros((len(self.features), self.bins), dtype=np.int64)
+        for row in ref:
+            expected[np.arange(len(self.features)), self._bin(row)] += 1
+        self._expected = expected
+        self._reference = []
+
+    def _bin(self, row: np.ndarray) -> np.ndarray:
+        assert self._edges is not None
+        return np.array(
+            [int(np.searchsorted(self._edges[i], row[i], side="right")) for i in range(len(self.features))],
+            dtype=np.int64,
+        )
+
+    def psi(self) -> dict[str, float]:
+        """PSI per feature; empty until the reference and a full window exist."""
+        if self._expected is None or len(self._recent) < self.window:
+            return {}
+        return {
+            f: population_stability_index(self._expected[i], self._counts[i])
+            for i, f in enumerate(self.features)
+        }

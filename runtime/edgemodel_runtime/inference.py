@@ -1,0 +1,225 @@
+"""The streaming core: micro-batches, per-device history, and predictions awaiting their outcome.
+
+A batch is planned, predicted and completed in three steps, so that one ``predict`` call
+serves a whole batch while every device's readings are still handled in order:
+
+1. :meth:`Inference.plan` walks the readings in arrival order. Per device it refuses
+   duplicates and readings older than the last one, builds the input row from the
+   device's history (:class:`edgemodel.features.DeviceHistory`), opens a
+   :class:`Pending` slot for the prediction ``horizon`` readings ahead, and pairs the
+   reading's target with the slot opened ``horizon`` readings earlier.
+2. The caller predicts the rows of the plan in one call.
+3. :meth:`Inference.complete` fills the slots and returns the outcomes
+   (prediction against true value) whose prediction now exists, including those made
+   earlier in the same batch.
+
+:class:`MicroBatcher` hands a consumer up to ``max_size`` items, waiting at most
+``max_delay`` after the first one.
+
+No network or file I/O here; :class:`MicroBatcher` synchronises threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from edgemodel import features
+from edgemodel_runtime import payloads
+
+__all__ = ["Inference", "MicroBatcher", "Outcome", "Pending", "Plan"]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(slots=True)
+class Pending:
+    """A prediction made from one reading, for the reading ``horizon`` steps later."""
+
+    device: str
+    ts: float
+    prediction: float | None = None
+    version: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """A prediction whose true value has arrived."""
+
+    device: str
+    version: str
+    prediction: float
+    truth: float
+
+    @property
+    def error(self) -> float:
+        return self.prediction - self.truth
+
+
+@dataclasses.dataclass
+class Plan:
+    """What one batch needs predicted, and what its readings resolve."""
+
+    accepted: list[payloads.Reading] = dataclasses.field(default_factory=list)
+    rejected: list[tuple[payloads.Reading, str]] = dataclasses.field(default_factory=list)
+    rows: list[list[float]] = dataclasses.field(default_factory=list)
+    row_slots: list[Pending] = dataclasses.field(default_factory=list)
+    row_readings: list[int] = dataclasses.field(default_factory=list)
+    """For each row, the index in ``accepted`` of the reading it was built from."""
+    resolutions: list[tuple[Pending, float]] = dataclasses.field(default_factory=list)
+
+    def matrix(self, width: int) -> npt.NDArray[np.float64]:
+        return np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), width)
+
+
+class _Device:
+    __slots__ = ("history", "last_ts", "last_values", "pending")
+
+    def __init__(self, spec: features.FeatureSpec) -> None:
+        self.history = features.DeviceHistory(spec)
+        self.pending: collections.deque[Pending] = collections.deque()
+        self.last_ts: float | None = None
+        self.last_values: dict[str, float] | None = None
+
+
+class Inference:
+    """Per-device state of one replica's stream.
+
+    >>> spec = features.FeatureSpec(features=("v",), target="v", horizon=1, lags=1)
+    >>> inf = Inference(spec)
+    >>> r = [payloads.Reading("d", float(t), {"v": float(t)}) for t in range(3)]
+    >>> plan = inf.plan(r, predicting=True)
+    >>> plan.rows
+    [[1.0, 0.0], [2.0, 1.0]]
+    >>> [(o.prediction, o.truth) for o in inf.complete(plan, np.array([5.0, 6.0]), "1")]
+    [(5.0, 2.0)]
+    """
+
+    def __init__(self, spec: features.FeatureSpec, *, max_devices: int = 100_000) -> None:
+        self.spec = spec
+        self.max_devices = max_devices
+        self._devices: collections.OrderedDict[str, _Device] = collections.OrderedDict()
+        self.evicted = 0
+
+    @property
+    def devices(self) -> int:
+        return len(self._devices)
+
+    def _device(self, name: str) -> _Device:
+        state = self._devices.get(name)
+        if state is None:
+            state = self._devices[name] = _Device(self.spec)
+            if len(self._devices) > self.max_devices:
+                self._devices.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._devices.move_to_end(name)
+        return state
+
+    def plan(self, readings: Sequence[payloads.Reading], *, predicting: bool) -> Plan:
+        """Update device state with ``readings``, in order; rows are built if ``predicting``."""
+        plan = Plan()
+        horizon = self.spec.horizon
+        target = self.spec.target
+        for reading in readings:
+            state = self._device(reading.device)
+            if state.last_ts is not None:
+                if reading.ts < state.last_ts:
+                    plan.rejected.append((reading, "out_of_order"))
+                    continue
+                if reading.ts == state.last_ts and reading.values == state.last_values:
+                    plan.rejected.append((reading, "duplicate"))
+                    continue
+            state.last_ts = reading.ts
+            state.last_values = dict(reading.values)
+            plan.accepted.append(reading)
+            if len(state.pending) >= horizon:
+                plan.resolutions.append((state.pending.popleft(), reading.values[target]))
+            row = state.history.row_for(reading.values)
+            slot = Pending(reading.device, reading.ts)
+            state.pending.append(slot)
+            if predicting and row is not None:
+                plan.rows.append(row)
+                plan.row_slots.append(slot)
+                plan.row_readings.append(len(plan.accepted) - 1)
+        return plan
+
+    def complete(
+        self, plan: Plan, predictions: npt.NDArray[np.float64] | None, version: str | None
+    ) -> list[Outcome]:
+        """Fill the plan's slots with ``predictions`` (None: none made); return outcomes."""
+        if predictions is not None and version is not None:
+            for slot, value in zip(plan.row_slots, predictions, strict=True):
+                if np.isfinite(value):
+                    slot.prediction = float(value)
+                    slot.version = version
+        outcomes = []
+        for slot, truth in plan.resolutions:
+            if slot.prediction is not None and slot.version is not None:
+                outcomes.append(Outcome(slot.device, slot.version, slot.prediction, truth))
+        return outcomes
+
+
+class MicroBatcher(Generic[T]):
+    """A bounded FIFO handing out batches: full ones at once, partial ones after a delay.
+
+    ``put`` blocks while the queue is full, which pushes back on the producer.
+
+    >>> b: MicroBatcher[int] = MicroBatcher(max_size=2, max_delay=0.0)
+    >>> for i in range(3):
+    ...     _ = b.put(i)
+    >>> b.next_batch(timeout=0.1), b.next_batch(timeout=0.1), b.next_batch(timeout=0.01)
+    ([0, 1], [2], [])
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        max_delay: float,
+        capacity: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.max_size = max_size
+        self.max_delay = max_delay
+        self.capacity = max(capacity, max_size)
+        self._clock = clock
+        self._items: collections.deque[T] = collections.deque()
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T, timeout: float | None = None) -> bool:
+        """Append ``item``; False if the queue stayed full for ``timeout`` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._items) < self.capacity, timeout):
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def next_batch(self, timeout: float) -> list[T]:
+        """Up to ``max_size`` items, oldest first; empty if none came within ``timeout``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return []
+            deadline = self._clock() + self.max_delay
+            while len(self._items) < self.max_size:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            count = min(self.max_size, len(self._items))
+            batch = [self._items.popleft() for _ in range(count)]
+            self._cond.notify_all()
+            return batch

@@ -1,0 +1,251 @@
+"""Reporting this replica's drift state: to the EdgeModel's status, or to the log when standalone.
+
+Only ``status.replicaDrift.<podName>`` is merge-patched, through the status subresource
+(:func:`edgemodel.contracts.replica_drift_patch`). :class:`ReportPolicy` (pure) sends at
+most one report per interval, except that a change of state (``detected``, ``reason``,
+model version or model error) goes out at once. An unchanged state is re-sent as a
+heartbeat every ``heartbeat`` seconds.
+
+When drift starts, :class:`Reporter` first hands the training window to its
+``upload_window`` callable (MLflow), and only then sends the report.
+
+I/O: the Kubernetes API (:class:`KubernetesSink`), in the reporter's own thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from edgemodel import api, contracts
+from edgemodel_runtime import metrics as metrics_
+from edgemodel_runtime import payloads
+
+__all__ = [
+    "DriftReport",
+    "KubernetesSink",
+    "LogSink",
+    "ReportPolicy",
+    "Reporter",
+    "Sink",
+    "api_client_from_environment",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftReport:
+    """A replica's drift state, without the time it is reported at."""
+
+    rmse: float | None = None
+    samples: int = 0
+    detected: bool = False
+    reason: str | None = None
+    model_version: str | None = None
+    model_error: str | None = None
+
+    def key(self) -> tuple[object, ...]:
+        """The part whose change is reported at once."""
+        return (self.detected, self.reason, self.model_version, self.model_error)
+
+    def to_entry(self, now: datetime.datetime) -> api.ReplicaDriftEntry:
+        return api.ReplicaDriftEntry(
+            rmse=None if self.rmse is None else round(self.rmse, 6),
+            samples=self.samples,
+            detected=self.detected,
+            report_time=now,
+            model_version=self.model_version,
+            reason=self.reason,
+            model_error=None if self.model_error is None else self.model_error[:1000],
+        )
+
+
+class ReportPolicy:
+    """When to send: a state change at once (at most once per ``min_gap``), else rate-limited.
+
+    >>> p = ReportPolicy(interval=5.0)
+    >>> p.due(DriftReport(), now=0.0)
+    True
+    >>> p.sent(DriftReport(), now=0.0)
+    >>> p.due(DriftReport(rmse=1.0), now=1.0), p.due(DriftReport(rmse=1.0), now=5.0)
+    (False, True)
+    >>> p.due(DriftReport(detected=True, reason="Threshold"), now=1.0)
+    True
+    """
+
+    def __init__(self, *, interval: float, heartbeat: float | None = None, min_gap: float = 1.0) -> None:
+        self.interval = interval
+        self.heartbeat = heartbeat if heartbeat is not None else 12 * interval
+        self.min_gap = min(min_gap, interval)
+        self._last: DriftReport | None = None
+        self._last_time = 0.0
+        self._not_before = 0.0
+
+    def due(self, state: DriftReport, now: float) -> bool:
+        if now < self._not_before:
+            return False
+        if self._last is None:
+            return True
+        elapsed = now - self._last_time
+        if state.key() != self._last.key():
+            return elapsed >= self.min_gap
+        if elapsed >= self.heartbeat:
+            return True
+        return elapsed >= self.interval and state != self._last
+
+    def next_check(self, state: DriftReport, now: float) -> float:
+        """Seconds until :meth:`due` may turn true for an unchanged ``state``."""
+        if self._last is None or state.key() != self._last.key():
+            wait = max(self._not_before - now, self._last_time + self.min_gap - now)
+        else:
+            later = self.interval if state != self._last else self.heartbeat
+            wait = max(self._not_before - now, self._last_time + later - now)
+        return max(wait, 0.0)
+
+    def sent(self, state: DriftReport, now: float) -> None:
+        self._last = state
+        self._last_time = now
+
+    def failed(self, now: float) -> None:
+        """Back off for one interval after a failed send."""
+        self._not_before = now + self.interval
+
+
+class Sink(Protocol):
+    def send(self, entry: api.ReplicaDriftEntry) -> None: ...
+
+
+class LogSink:
+    """Standalone: the report is a log line."""
+
+    def send(self, entry: api.ReplicaDriftEntry) -> None:
+        log.info("Reported replica drift", extra={"drift": entry.to_wire()})
+
+
+class KubernetesSink:
+    """Merge-patch ``status.replicaDrift.<pod>`` of one EdgeModel."""
+
+    def __init__(self, api_client: k8s.ApiClient, *, namespace: str, name: str, pod: str) -> None:
+        self.api = k8s.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.name = name
+        self.pod = pod
+
+    def send(self, entry: api.ReplicaDriftEntry) -> None:
+        self.api.patch_namespaced_custom_object_status(
+            api.GROUP,
+            api.VERSION,
+            self.namespace,
+            api.PLURAL,
+            self.name,
+            contracts.replica_drift_patch(self.pod, entry),
+            _content_type="application/merge-patch+json",
+        )
+
+
+def api_client_from_environment() -> k8s.ApiClient:
+    """In-cluster credentials when in a Pod, else the kubeconfig (``KUBECONFIG``)."""
+    try:
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return k8s.ApiClient(configuration)
+    except k8s_config.ConfigException:
+        api_client: k8s.ApiClient = k8s_config.new_client_from_config()  # type: ignore[no-untyped-call]
+        return api_client
+
+
+WindowUpload = Callable[[Sequence[payloads.Reading], DriftReport], None]
+
+
+class Reporter:
+    """Sends :class:`DriftReport` updates from its own thread, so no message waits for the API."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        interval: float,
+        metrics: metrics_.Metrics,
+        upload_window: WindowUpload | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sink = sink
+        self.policy = ReportPolicy(interval=interval)
+        self.metrics = metrics
+        self.upload_window = upload_window
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._state = DriftReport()
+        self._window: Sequence[payloads.Reading] | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
+
+    def start(self) -> Reporter:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def update(self, state: DriftReport, *, window: Sequence[payloads.Reading] | None = None) -> None:
+        """Record the newest state; ``window`` is uploaded before this state is reported."""
+        with self._cond:
+            self._state = state
+            if window is not None:
+                self._window = window
+            self._cond.notify_all()
+
+    @property
+    def state(self) -> DriftReport:
+        return self._state
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                wait = self.policy.next_check(self._state, self._clock())
+                if wait > 0 and self._window is None:
+                    self._cond.wait(min(wait, 5.0))
+                    continue
+                state, window, self._window = self._state, self._window, None
+            if window is not None:
+                self._upload(window, state)
+            if self.policy.due(state, self._clock()):
+                self._send(state)
+
+    def _upload(self, window: Sequence[payloads.Reading], state: DriftReport) -> None:
+        if self.upload_window is None:
+            return
+        try:
+            self.upload_window(window, state)
+        except Exception as exc:  # noqa: BLE001 - the drift is reported anyway
+            self.metrics.windows.labels("failed").inc()
+            log.error("Failed to log the training window: %s", exc)
+        else:
+            self.metrics.windows.labels("logged").inc()
+
+    def _send(self, state: DriftReport) -> None:
+        now = self._clock()
+        try:
+            self.sink.send(state.to_entry(datetime.datetime.now(datetime.UTC)))
+        except Exception as exc:  # noqa: BLE001 - API down or object gone: retry later
+            self.metrics.reports.labels("failed").inc()
+            self.policy.failed(now)
+            log.warning("Failed to report replica drift: %s", exc)
+        else:
+            self.metrics.reports.labels("sent").inc()
+            self.policy.sent(state, now)
