@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_train(args: argparse.Namespace) -> contracts.TrainerConfig:
     """The :class:`TrainerConfig` the ``train`` flags describe (the inverse of ``to_argv``)."""
     try:
-        return contracts.TrainerConfig(
+        config = contracts.TrainerConfig(
             model_name=args.model_name,
             tracking_uri=args.tracking_uri,
             algorithm=args.algorithm,
@@ -113,8 +113,10 @@ def parse_train(args: argparse.Namespace) -> contracts.TrainerConfig:
             data=args.data,
             edgemodel=args.edgemodel,
         )
-    except pydantic.ValidationError as exc:
+        pipeline.spec_of(config)  # refuses empty features, horizon < 1, lags < 0
+    except (pydantic.ValidationError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+    return config
 
 
 def write_termination_log(result: contracts.TrainingResult, path: str) -> bool:
@@ -134,6 +136,8 @@ def _finish(result: contracts.TrainingResult, path: str | None, code: contracts.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # stdout carries the result JSON only; MLflow would print run links there.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -291,9 +291,12 @@ def _train(
     if decision.promote:
         current = registry.resolve_alias(client, name, config.alias)
         if current != champion_version:
-            outcome, reason = "Rejected", (
-                f"ChampionChanged: alias {config.alias} moved from {champion_version} to {current} "
-                "while this challenger trained"
+            outcome, reason = (
+                "Rejected",
+                (
+                    f"ChampionChanged: alias {config.alias} moved from {champion_version} to {current} "
+                    "while this challenger trained"
+                ),
             )
             serving = current
     registry.set_outcome(client, name, version, outcome=outcome, reason=reason)
