@@ -14,11 +14,12 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pytest
+from edgemodel_trainer import main, pipeline, tracking
 from mlflow.tracking import MlflowClient
+from sklearn.ensemble import HistGradientBoostingRegressor
 
 from edgemodel import contracts, features, modelstore, registry, rollback
 from edgemodel.harness import mlflowserver
-from edgemodel_trainer import main, pipeline, tracking
 
 pytestmark = pytest.mark.mlflow
 
@@ -194,8 +195,6 @@ def test_a_corrupted_or_untrusted_artifact_is_refused_and_the_alias_keeps_servin
         registry.load_version(client, unique_name, relabelled)
 
     # 3. An intact file whose types are outside the allow-list in our code.
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
     foreign = HistGradientBoostingRegressor(max_iter=3).fit(np.zeros((20, 5)), np.arange(20.0))
     untrusted = register(foreign)
     with pytest.raises(modelstore.ModelLoadError, match="allow-list"):
