@@ -160,7 +160,9 @@ def _client(client_id: str, username: str | None, password: str | None) -> paho.
 class Publisher:
     """A QoS 1 publisher that retries through broker restarts."""
 
-    def __init__(self, host: str, port: int, username: str | None, password: str | None, client_id: str) -> None:
+    def __init__(
+        self, host: str, port: int, username: str | None, password: str | None, client_id: str
+    ) -> None:
         self.client = _client(client_id, username, password)
         self.client.max_inflight_messages_set(100)
         self.client.connect(host, port)
@@ -184,7 +186,7 @@ class Collector:
     """Collects JSON messages from a topic filter, in arrival order."""
 
     def __init__(
-        self, host: str, port: int, username: str | None, password: str | None, topic: str, client_id: str
+        self, host: str, port: int, username: str | None, password: str | None, *, topic: str, client_id: str
     ) -> None:
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()

@@ -8,7 +8,6 @@ import urllib.request
 from typing import Any
 
 import pytest
-
 from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
@@ -47,7 +46,12 @@ def test_stream_predictions_metrics_and_http(mosquitto_broker, mlflow_server, un
         client_id=f"{unique_name}-runtime",
     )
     collector = testing.Collector(
-        b.host, b.port, b.username, b.password, f"{unique_name}/predictions/#", f"{unique_name}-collector"
+        b.host,
+        b.port,
+        b.username,
+        b.password,
+        topic=f"{unique_name}/predictions/#",
+        client_id=f"{unique_name}-collector",
     )
     publisher = testing.Publisher(b.host, b.port, b.username, b.password, f"{unique_name}-publisher")
     runtime = app.App(settings).start()
@@ -105,7 +109,9 @@ def test_stream_predictions_metrics_and_http(mosquitto_broker, mlflow_server, un
         assert _post(runtime.http_port, "/predict", {"readings": history[:2]})[0] == 400
         code, answer = _post(runtime.http_port, "/predict", b'{"temp": NaN}')
         assert (code, answer["error"]) == (400, "not_finite")
-        assert testing.sample(reg, "edgemodel_readings_total") == len(data)  # /predict leaves the stream alone
+        assert testing.sample(reg, "edgemodel_readings_total") == len(
+            data
+        )  # /predict leaves the stream alone
     finally:
         runtime.stop()
         publisher.close()

@@ -1,0 +1,139 @@
+"""Settings: file < environment < flags, camelCase or snake_case, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from edgemodel_runtime import config, main
+
+from edgemodel import contracts
+
+BASE = contracts.RuntimeConfig(
+    topics=["plant/+/sensors"],
+    features=["temp", "humidity"],
+    target="temp",
+    drift_threshold=1.5,
+    model_name="m",
+)
+
+
+def load(argv: list[str], env: dict[str, str]) -> config.Settings:
+    return config.load(main.parser().parse_args(argv), env)
+
+
+def test_operator_config_file_is_read_as_is(tmp_path):
+    path = tmp_path / "runtime.json"
+    path.write_text(BASE.to_json())
+    s = load(
+        [],
+        {config.ENV_CONFIG: str(path), "POD_NAME": "rt-0", "MQTT_USERNAME": "u", "MQTT_PASSWORD": "s3cr3t"},
+    )
+    assert s.config == BASE
+    assert (s.pod_name, s.mqtt_username, s.mqtt_password) == ("rt-0", "u", "s3cr3t")
+    assert s.client_id == "edgemodel-rt-0"
+    assert "s3cr3t" not in repr(s)
+
+
+def test_precedence_file_then_env_then_flags(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({**json.loads(BASE.to_json()), "brokerPort": 1, "httpPort": 1, "lags": 1}))
+    s = load(
+        ["--config", str(path), "--http-port", "3", "--topics", "a/+,b/#"],
+        {"EDGEMODEL_BROKER_PORT": "2", "EDGEMODEL_HTTP_PORT": "2", "EDGEMODEL_HTTP_BIND": "127.0.0.1"},
+    )
+    assert (s.config.broker_port, s.config.http_port, s.config.lags) == (2, 3, 1)
+    assert s.config.topics == ["a/+", "b/#"]
+    assert s.options.http_bind == "127.0.0.1"
+
+
+def test_standalone_from_flags_only():
+    s = load(
+        [
+            "--topics",
+            "t/+",
+            "--features",
+            "a,b",
+            "--target",
+            "a",
+            "--drift-threshold",
+            "2",
+            "--model-name",
+            "m",
+        ],
+        {},
+    )
+    assert s.config.features == ["a", "b"] and s.config.edgemodel is None
+    assert not s.reports_to_kubernetes
+    assert s.spec.columns == ("a", "b", "a_lag1", "a_lag2", "a_lag3")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "topics"),
+        (["--topics", "t", "--features", "a", "--target", "a", "--model-name", "m"], "driftThreshold"),
+        (
+            [
+                "--topics",
+                "t",
+                "--features",
+                "a",
+                "--target",
+                "a",
+                "--model-name",
+                "m",
+                "--drift-threshold",
+                "x",
+            ],
+            "drift",
+        ),
+        (
+            [
+                "--topics",
+                "t",
+                "--features",
+                "a",
+                "--target",
+                "a",
+                "--model-name",
+                "m",
+                "--drift-threshold",
+                "1",
+                "--partition-count",
+                "3",
+            ],
+            "partition",
+        ),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_field_named(argv, message):
+    with pytest.raises(config.ConfigError, match=message):
+        load(argv, {})
+
+
+def test_partition_index_from_pod_ordinal():
+    argv = [
+        "--topics",
+        "t",
+        "--features",
+        "a",
+        "--target",
+        "a",
+        "--model-name",
+        "m",
+        "--drift-threshold",
+        "1",
+    ]
+    s = load([*argv, "--partition-count", "3"], {"POD_NAME": "edge-rt-2"})
+    assert (s.partition.count, s.partition.index) == (3, 2)
+
+
+def test_edgemodel_reference_and_reporting_need_a_pod_name():
+    s = config.Settings(config=BASE.model_copy(update={"edgemodel": "ns1/em"}), pod_name="rt-0")
+    assert s.edgemodel_ref() == ("ns1", "em") and s.reports_to_kubernetes
+    assert not config.Settings(config=BASE.model_copy(update={"edgemodel": "ns1/em"})).reports_to_kubernetes
+
+
+def test_cli_refuses_bad_config_with_exit_code_2(capsys):
+    assert main.main(["--topics", "t"]) == 2

@@ -1,0 +1,78 @@
+"""Report policy and the reporter thread's order: training window first, then the report."""
+
+from __future__ import annotations
+
+import threading
+
+from edgemodel_runtime import metrics, reporting, testing
+from prometheus_client import CollectorRegistry
+
+CHANGED = reporting.DriftReport(rmse=2.0, samples=100, detected=True, reason="Threshold", model_version="1")
+
+
+def test_policy_rate_limits_values_but_sends_state_changes_at_once():
+    p = reporting.ReportPolicy(interval=5.0, min_gap=1.0)
+    base = reporting.DriftReport(rmse=0.5, samples=10, model_version="1")
+    assert p.due(base, 0.0)
+    p.sent(base, 0.0)
+    assert not p.due(base, 3.0)
+    assert not p.due(reporting.DriftReport(rmse=0.6, samples=11, model_version="1"), 3.0)
+    assert p.due(reporting.DriftReport(rmse=0.6, samples=11, model_version="1"), 5.0)
+    assert not p.due(CHANGED, 0.5)  # flapping guard
+    assert p.due(CHANGED, 1.0)
+    assert p.due(reporting.DriftReport(model_version="2"), 1.0)
+    assert p.due(reporting.DriftReport(model_version="1", model_error="boom", rmse=0.5, samples=10), 1.0)
+    assert not p.due(base, 59.0) and p.due(base, 60.0)  # heartbeat
+    p.failed(60.0)
+    assert not p.due(CHANGED, 61.0) and p.due(CHANGED, 65.0)
+
+
+class RecordingSink:
+    def __init__(self, events: list[str], fail: int = 0) -> None:
+        self.events = events
+        self.entries: list[object] = []
+        self.fail = fail
+        self.sent = threading.Event()
+
+    def send(self, entry):
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("API down")
+        self.events.append(f"report detected={entry.detected}")
+        self.entries.append(entry)
+        self.sent.set()
+
+
+def test_window_is_uploaded_before_drift_is_reported():
+    events: list[str] = []
+    sink = RecordingSink(events)
+    m = metrics.Metrics(CollectorRegistry())
+    reporter = reporting.Reporter(
+        sink,
+        interval=0.05,
+        metrics=m,
+        upload_window=lambda window, state: events.append(f"window {len(window)}"),
+    ).start()
+    try:
+        testing.wait_for(lambda: len(events) == 1, timeout=10, what="first report")
+        reporter.update(CHANGED, window=["r1", "r2"])  # type: ignore[list-item]
+        testing.wait_for(lambda: len(events) == 3, timeout=10, what="drift report")
+    finally:
+        reporter.stop()
+    assert events == ["report detected=False", "window 2", "report detected=True"]
+    assert sink.entries[-1].to_wire()["reason"] == "Threshold"
+    assert testing.sample(m.registry, "edgemodel_training_windows_total", {"result": "logged"}) == 1
+
+
+def test_failed_reports_are_counted_and_retried():
+    events: list[str] = []
+    sink = RecordingSink(events, fail=2)
+    m = metrics.Metrics(CollectorRegistry())
+    reporter = reporting.Reporter(sink, interval=0.05, metrics=m).start()
+    try:
+        reporter.update(CHANGED)
+        testing.wait_for(lambda: bool(sink.entries), timeout=10, what="a report after failures")
+    finally:
+        reporter.stop()
+    assert testing.sample(m.registry, "edgemodel_status_reports_total", {"result": "failed"}) == 2
+    assert sink.entries[-1].detected is True
