@@ -229,3 +229,52 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interv
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def for_broker(broker: Any, tracking_uri: str | None, name: str, **overrides: Any) -> config.Settings:
+    """:func:`settings` for the harness' ``Mosquitto``; topics and output under ``name/``."""
+    return settings(
+        host=broker.host,
+        port=broker.port,
+        username=broker.username,
+        password=broker.password,
+        topics=[f"{name}/sensors/+"],
+        output_topic=f"{name}/predictions/{{device}}",
+        model_name=name,
+        tracking_uri=tracking_uri,
+        client_id=f"{name}-runtime",
+        **overrides,
+    )
+
+
+def publisher_for(broker: Any, name: str) -> Publisher:
+    return Publisher(broker.host, broker.port, broker.username, broker.password, f"{name}-publisher")
+
+
+def collector_for(broker: Any, name: str) -> Collector:
+    return Collector(
+        broker.host,
+        broker.port,
+        broker.username,
+        broker.password,
+        topic=f"{name}/predictions/#",
+        client_id=f"{name}-collector",
+    )
+
+
+class RecordingSink:
+    """A status sink that keeps every entry; ``on_send`` runs first (e.g. to look at MLflow)."""
+
+    def __init__(self, on_send: Callable[[Any], None] = lambda entry: None) -> None:
+        self.entries: list[Any] = []
+        self.on_send = on_send
+        self._lock = threading.Lock()
+
+    def send(self, entry: Any) -> None:
+        self.on_send(entry)
+        with self._lock:
+            self.entries.append(entry)
+
+    def snapshot(self) -> list[Any]:
+        with self._lock:
+            return list(self.entries)
