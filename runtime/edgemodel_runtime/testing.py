@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 from sklearn.linear_model import Ridge
 
@@ -157,6 +159,13 @@ def _client(client_id: str, username: str | None, password: str | None) -> paho.
     return c
 
 
+def _connect(c: paho.Client, host: str, port: int) -> None:
+    """Connect with a persistent session, so nothing is lost across a broker restart."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 600
+    c.connect(host, port, clean_start=False, properties=props)
+
+
 class Publisher:
     """A QoS 1 publisher that retries through broker restarts."""
 
@@ -165,7 +174,7 @@ class Publisher:
     ) -> None:
         self.client = _client(client_id, username, password)
         self.client.max_inflight_messages_set(100)
-        self.client.connect(host, port)
+        _connect(self.client, host, port)
         self.client.loop_start()
 
     def publish(self, topic: str, payload: bytes | str, *, wait: bool = False) -> paho.MQTTMessageInfo:
@@ -195,7 +204,7 @@ class Collector:
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.connect(host, port)
+        _connect(self.client, host, port)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError("collector did not subscribe")
