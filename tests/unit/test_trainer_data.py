@@ -85,3 +85,10 @@ def test_read_file_reads_csv_and_parquet(tmp_path: pathlib.Path, suffix: str) ->
 def test_read_file_names_a_missing_file(tmp_path: pathlib.Path) -> None:
     with pytest.raises(data.DataError, match="does not exist"):
         data.read_file(tmp_path / "nope.csv")
+
+
+def test_device_ids_stay_strings(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "w.csv"
+    path.write_text("device,ts,temp,hum\n007,1,1.0,0\n7,1,2.0,0\n")
+    out = data.normalise(data.read_file(path), SPEC)
+    assert sorted(out["device"]) == ["007", "7"]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from edgemodel import features
 
-__all__ = ["DataError", "most_recent", "normalise", "read_file", "readings"]
+__all__ = ["DataError", "most_recent", "normalise", "read_csv", "read_file", "readings"]
 
 DEVICE = "device"
 TIMESTAMP = "ts"
@@ -35,9 +35,14 @@ def read_file(path: str | pathlib.Path) -> pd.DataFrame:
     try:
         if location.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(location)
-        return pd.read_csv(location)
+        return read_csv(location)
     except (OSError, ValueError, ImportError) as exc:
         raise DataError(f"training data {location} could not be read: {exc}") from exc
+
+
+def read_csv(path: str | pathlib.Path) -> pd.DataFrame:
+    """Read a CSV window; device ids stay strings (``007`` is not ``7``)."""
+    return pd.read_csv(path, dtype={DEVICE: str})
 
 
 def normalise(table: pd.DataFrame, spec: features.FeatureSpec) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from edgemodel import contracts
+from edgemodel_trainer import data
 
 __all__ = [
     "RUN_TAGS",
@@ -174,7 +175,7 @@ def fetch_windows(
                 folder = pathlib.Path(tmp) / run_id
                 folder.mkdir()
                 local = mlflow_client.download_artifacts(run_id, contracts.WINDOW_ARTIFACT, str(folder))
-                table = pd.read_csv(local)
+                table = data.read_csv(local)
             except (MlflowException, OSError, ValueError) as exc:
                 logger.warning("Skipped training window of run %s: %s", run_id, exc)
                 continue
