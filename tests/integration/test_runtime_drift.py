@@ -10,10 +10,10 @@ import io
 import json
 
 import pytest
+from edgemodel_runtime import app, testing
 
 from edgemodel import contracts
 from edgemodel.registry import client as mlflow_client
-from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 
@@ -56,17 +56,23 @@ def _run(mosquitto_broker, mlflow_server, name: str, shift_at: int | None):
             info.wait_for_publish(30)
         reg = runtime.metrics.registry
         testing.wait_for(
-            lambda: testing.sample(reg, "edgemodel_readings_total") == len(data), timeout=60, what="all readings"
+            lambda: testing.sample(reg, "edgemodel_readings_total") == len(data),
+            timeout=60,
+            what="all readings",
         )
         if shift_at is not None:
-            testing.wait_for(lambda: any(e.detected for e in sink.snapshot()), timeout=30, what="drift report")
+            testing.wait_for(
+                lambda: any(e.detected for e in sink.snapshot()), timeout=30, what="drift report"
+            )
         return runtime, sink, windows_at_report, data
     finally:
         publisher.close()
         runtime.stop()
 
 
-def test_abrupt_shift_is_detected_and_the_window_is_logged_first(mosquitto_broker, mlflow_server, unique_name):
+def test_abrupt_shift_is_detected_and_the_window_is_logged_first(
+    mosquitto_broker, mlflow_server, unique_name
+):
     runtime, sink, windows_at_report, data = _run(mosquitto_broker, mlflow_server, unique_name, SHIFT_AT)
     reg = runtime.metrics.registry
     assert testing.sample(reg, "edgemodel_drift_detections_total", {"reason": "ChangeDetector"}) >= 1
@@ -100,7 +106,7 @@ def test_abrupt_shift_is_detected_and_the_window_is_logged_first(mosquitto_broke
 
 
 def test_stationary_stream_of_the_same_length_gives_no_alarm(mosquitto_broker, mlflow_server, unique_name):
-    runtime, sink, _, data = _run(mosquitto_broker, mlflow_server, unique_name, None)
+    runtime, sink, _, _ = _run(mosquitto_broker, mlflow_server, unique_name, None)
     reg = runtime.metrics.registry
     assert testing.sample(reg, "edgemodel_outcomes_total") == DEVICES * (PER_DEVICE - 4)
     assert testing.sample(reg, "edgemodel_drift_detected") == 0

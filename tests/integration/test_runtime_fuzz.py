@@ -12,10 +12,9 @@ import json
 import random
 
 import pytest
+from edgemodel_runtime import app, inference, payloads, testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from edgemodel_runtime import app, inference, payloads, testing
 
 pytestmark = [pytest.mark.mqtt]
 

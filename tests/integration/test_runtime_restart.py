@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
