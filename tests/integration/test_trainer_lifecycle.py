@@ -345,3 +345,17 @@ def test_without_data_or_windows_the_run_fails_cleanly(
     result = pipeline.run_training(config(mlflow_server.uri, unique_name, None))
     assert result.outcome == "Failed"
     assert result.reason.startswith("NoTrainingData")
+
+
+def test_a_changed_feature_spec_replaces_an_incomparable_champion(
+    mlflow_server: mlflowserver.MlflowServer, unique_name: str, tmp_path: pathlib.Path
+) -> None:
+    csv = write(regime(300, coef=0.0, seed=1), tmp_path / "a.csv")
+    assert pipeline.run_training(config(mlflow_server.uri, unique_name, csv)).outcome == "Promoted"
+
+    result = pipeline.run_training(config(mlflow_server.uri, unique_name, csv, lags=1))
+
+    assert (result.outcome, result.version, result.champion_version) == ("Promoted", "2", "2")
+    assert result.reason.startswith("ChampionIncompatible")
+    client = registry.client(mlflow_server.uri)
+    assert registry.load_version(client, unique_name, "2").meta.lags == 1
