@@ -357,6 +357,17 @@ class ModelSpec(_Model):
             description="MLflow tracking URI. Defaults to the operator's cluster default.",
         ),
     ] = None
+    bootstrap_data: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=2048,
+            description="CSV or Parquet history (a path in the trainer image or an http(s) URL) "
+            "with columns device, ts and the sensor fields. Trains the first version when the "
+            "registered model has none; without it, the first version is trained from the "
+            "readings the runtime collects.",
+        ),
+    ] = None
 
 
 class SecretKeyRef(_Model):
@@ -548,6 +559,11 @@ class ModelHistoryEntry(_StatusModel):
     reason: str = ""
     holdout_rmse: float | None = None
     champion_rmse: float | None = None
+    previous_version: Annotated[
+        str | None,
+        Field(description="Promoted: the champion it replaced. RolledBack: the version restored."),
+    ] = None
+    job: str | None = None
     time: datetime.datetime
 
 
@@ -572,6 +588,15 @@ class RetrainingStatus(_StatusModel):
         list[datetime.datetime],
         Field(max_length=64, description="Trigger times within the last hour."),
     ] = []
+    last_completed_job: str | None = None
+    last_completed_time: datetime.datetime | None = None
+    last_outcome: Annotated[
+        str | None, Field(description="Promoted, Rejected, RolledBack or Failed.")
+    ] = None
+    last_reason: str | None = None
+    retry_seen: Annotated[
+        str | None, Field(description="The last edgeml.dev/retry annotation value acted on.")
+    ] = None
 
 
 class EdgeModelStatus(_StatusModel):

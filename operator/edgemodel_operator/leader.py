@@ -1,0 +1,113 @@
+"""Leader election on a coordination.k8s.io Lease, so that replicas never act twice.
+
+Only the replica holding the Lease reconciles; the others stand by and take over when
+the holder stops renewing for ``lease_duration_seconds``. Acquisition and renewal are
+optimistic writes on the Lease's resourceVersion, so two replicas cannot both win.
+
+I/O: the Lease, through :class:`edgemodel_operator.kube.Kube`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+from edgemodel_operator import kube
+
+__all__ = ["LeaderElector"]
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _fmt(ts: datetime.datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(ts: str | None) -> datetime.datetime | None:
+    if not ts:
+        return None
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+class LeaderElector:
+    def __init__(
+        self, client: kube.Kube, *, namespace: str, name: str, identity: str, duration_seconds: float
+    ) -> None:
+        self._kube = client
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.duration = datetime.timedelta(seconds=duration_seconds)
+        self._leading_until: datetime.datetime | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """True while a renewal succeeded within the last lease duration."""
+        return self._leading_until is not None and _now() < self._leading_until
+
+    def _spec(self, now: datetime.datetime, transitions: int, acquire: datetime.datetime) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.duration.total_seconds()),
+            "acquireTime": _fmt(acquire),
+            "renewTime": _fmt(now),
+            "leaseTransitions": transitions,
+        }
+
+    def step(self) -> bool:
+        """Try once to acquire or renew the Lease; return whether this replica leads."""
+        now = _now()
+        was_leader = self.is_leader
+        try:
+            lease = self._kube.get("Lease", self.namespace, self.name)
+            if lease is None:
+                self._kube.create(
+                    "Lease",
+                    self.namespace,
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": self._spec(now, 0, now),
+                    },
+                )
+            else:
+                spec = lease.get("spec") or {}
+                holder = spec.get("holderIdentity")
+                renewed = _parse(spec.get("renewTime"))
+                duration = datetime.timedelta(seconds=float(spec.get("leaseDurationSeconds") or 15))
+                expired = renewed is None or now > renewed + duration
+                if holder != self.identity and not expired:
+                    self._leading_until = None
+                    return False
+                transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+                acquire = _parse(spec.get("acquireTime")) if holder == self.identity else now
+                lease["spec"] = self._spec(now, transitions, acquire or now)
+                self._kube.replace("Lease", self.namespace, self.name, lease)
+        except kube.ApiException as exc:
+            if exc.status in (404, 409):  # lost a race; try again next step
+                self._leading_until = None
+                return False
+            raise
+        self._leading_until = now + self.duration * 2 / 3
+        if not was_leader:
+            log.info("Acquired leader Lease %s/%s as %s", self.namespace, self.name, self.identity)
+        return True
+
+    def release(self) -> None:
+        """Give the Lease up on shutdown, so a standby takes over at once."""
+        if not self.is_leader:
+            return
+        self._leading_until = None
+        try:
+            lease = self._kube.get("Lease", self.namespace, self.name)
+            if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                lease["spec"]["renewTime"] = _fmt(_now() - self.duration * 2)
+                self._kube.replace("Lease", self.namespace, self.name, lease)
+        except kube.ApiException as exc:
+            log.warning("Failed to release leader Lease: %s", exc.reason)

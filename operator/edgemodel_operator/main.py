@@ -1,0 +1,41 @@
+"""``edgemodel-operator``: run the operator (the same handlers also run under ``kopf run``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import kopf
+
+from edgemodel_operator import handlers
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgemodel-operator", description=__doc__)
+    parser.add_argument("--namespace", default=os.environ.get("EDGEMODEL_NAMESPACE"),
+                        help="watch only this namespace (default: all)")  # fmt: skip
+    parser.add_argument("--log-level", default=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":%(message)r}',
+    )
+    # kopf reports every handler run at INFO; the operator's own log says what changed.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
+    settings = handlers.SETTINGS
+    namespaces = [args.namespace] if args.namespace else []
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://{settings.bind_address}:{settings.health_port}/healthz",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Read what the API server returned into small facts: availability, Jobs and their results.
+
+Takes plain JSON objects (as the API server sends them) and returns value types.
+Pure functions; no I/O here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from edgemodel import contracts
+from edgemodel_operator import names
+
+__all__ = ["Deployment", "JobInfo", "deployment", "job_info", "parse_time"]
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    exists: bool
+    available: bool
+    ready_replicas: int
+    message: str
+
+
+def deployment(obj: Mapping[str, Any] | None) -> Deployment:
+    if obj is None:
+        return Deployment(False, False, 0, "not created yet")
+    status = obj.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    available = next((c for c in status.get("conditions") or [] if c.get("type") == "Available"), None)
+    is_available = available is not None and available.get("status") == "True" and ready > 0
+    message = "" if available is None else str(available.get("message") or "")
+    return Deployment(True, is_available, ready, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInfo:
+    name: str
+    kind: str
+    trigger: str
+    created: datetime.datetime | None
+    active: bool
+    finished: str | None
+    """``Complete``, ``Failed``, or None while running."""
+    finished_time: datetime.datetime | None
+    result: contracts.TrainingResult | None
+    failure: str
+    """Why the Job failed, from its condition, when it has no result."""
+
+
+def _terminated_message(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The trainer's termination message from the newest finished Pod."""
+    best: tuple[str, str] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != "trainer":
+                continue
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("message"):
+                stamp = str(term.get("finishedAt") or "")
+                if best is None or stamp >= best[0]:
+                    best = (stamp, str(term["message"]))
+    return None if best is None else best[1]
+
+
+def job_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *, now: datetime.datetime) -> JobInfo:
+    meta = job.get("metadata") or {}
+    status = job.get("status") or {}
+    finished: str | None = None
+    finished_time: datetime.datetime | None = None
+    failure = ""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            finished = str(cond["type"])
+            finished_time = parse_time(cond.get("lastTransitionTime")) or now
+            if finished == "Failed":
+                failure = f"{cond.get('reason', 'Failed')}: {cond.get('message', '')}".strip()
+    result = None
+    message = _terminated_message(pods)
+    if message:
+        try:
+            result = contracts.TrainingResult.from_termination_message(message)
+        except (ValueError, pydantic.ValidationError):
+            failure = failure or f"unreadable trainer result: {message[:200]}"
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    return JobInfo(
+        name=str(meta.get("name")),
+        kind=str(labels.get(names.LABEL_JOB_KIND, "retrain")),
+        trigger=str(annotations.get(names.ANNOTATION_TRIGGER, "Scheduled")),
+        created=parse_time(meta.get("creationTimestamp")),
+        active=finished is None,
+        finished=finished,
+        finished_time=finished_time,
+        result=result,
+        failure=failure,
+    )

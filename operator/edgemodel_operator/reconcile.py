@@ -1,0 +1,263 @@
+"""One idempotent reconcile of one EdgeModel: read, render, apply, plan, report.
+
+It never depends on which event woke it: create, update, resume, the resync timer, a
+runtime's drift report and a finished Job all run the same pass. Every long-lived child
+is rendered from the spec and server-side applied each time, so hand edits are put
+right and spec changes roll out; children the spec no longer wants are deleted.
+
+I/O: through :class:`edgemodel_operator.kube.Kube` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgemodel import api
+from edgemodel_operator import kube, metrics, names, observe, render, status
+from edgemodel_operator.render import jobs
+from edgemodel_operator.resource import EdgeModel, InvalidSpecError
+from edgemodel_operator.settings import Settings
+
+__all__ = ["InvalidSpecError", "Outcome", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+# Long-lived kinds the operator prunes when the spec stops wanting them.
+PRUNABLE = ("Deployment", "Service", "ConfigMap", "Secret", "HorizontalPodAutoscaler", "CronJob",
+            "RoleBinding", "Role", "ServiceAccount")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did, for logs, metrics and tests."""
+
+    applied: int
+    created: tuple[str, ...]
+    updated: tuple[str, ...]
+    pruned: tuple[str, ...]
+    started_job: str | None
+    status_written: bool
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def _status_patch(old: api.EdgeModelStatus, new: api.EdgeModelStatus, gone: Sequence[str]) -> dict[str, Any] | None:
+    """A merge patch for everything the operator owns in status; None when nothing changed.
+
+    ``replicaDrift`` belongs to the runtime Pods: the operator only removes gone entries.
+    """
+    def owned(s: api.EdgeModelStatus) -> dict[str, Any]:
+        wire = s.model_dump(by_alias=True, mode="json", exclude={"replica_drift"})
+        return wire
+
+    new_wire, old_wire = owned(new), owned(old)
+    if new_wire == old_wire and not gone:
+        return None
+    body: dict[str, Any] = dict(new_wire)
+    if gone:
+        body["replicaDrift"] = {pod: None for pod in gone}
+    return {"status": body}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: kube.Kube,
+        settings: Settings,
+        *,
+        operator_metrics: metrics.OperatorMetrics | None = None,
+    ) -> None:
+        self.kube = client
+        self.settings = settings
+        self.metrics = operator_metrics
+        self._pruned_generation: dict[str, int] = {}
+        self._applied_at: dict[tuple[str, str, str], str] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _generated_password(self, em: EdgeModel) -> str | None:
+        if not em.spec.broker.managed or em.spec.broker.credentials_secret is not None:
+            return None
+        existing = self.kube.get("Secret", em.namespace, names.broker_credentials(em.name))
+        if existing is not None:
+            encoded = (existing.get("data") or {}).get("password")
+            if encoded:
+                return base64.b64decode(encoded).decode()
+        return secrets.token_urlsafe(24)
+
+    def _change(self, obj: Mapping[str, Any], started: str) -> str | None:
+        """``Created``/``Updated`` when this apply changed the object, from its managedFields."""
+        meta = obj.get("metadata") or {}
+        ours = [
+            m for m in meta.get("managedFields") or []
+            if m.get("manager") == self.kube.field_manager and m.get("operation") == "Apply"
+            and not m.get("subresource")
+        ]  # fmt: skip
+        stamp = str(ours[0].get("time") or "") if ours else ""
+        key = (str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+        previous = self._applied_at.get(key)
+        self._applied_at[key] = stamp
+        if previous is not None and stamp == previous:
+            return None
+        if stamp and stamp == meta.get("creationTimestamp") and stamp >= started:
+            return "Created"
+        if previous is not None and stamp != previous:
+            return "Updated"
+        if previous is None and stamp >= started:
+            return "Updated"
+        return None
+
+    def _event(self, em: EdgeModel, event: status.Event) -> None:
+        try:
+            self.kube.event(
+                {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": em.name,
+                 "namespace": em.namespace, "uid": em.uid},
+                type_=event.type,
+                reason=event.reason,
+                message=event.message,
+                component=self.settings.field_manager,
+                instance=self.settings.identity,
+            )  # fmt: skip
+        except kube.ApiException as exc:
+            log.warning("Failed to record Event %s for %s: %s", event.reason, em.key, exc.reason)
+
+    def _prune(self, em: EdgeModel, desired: Sequence[Mapping[str, Any]]) -> list[str]:
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+        pruned = []
+        for kind in PRUNABLE:
+            for obj in self.kube.list(kind, em.namespace, {names.LABEL_EDGEMODEL: em.name}):
+                meta = obj["metadata"]
+                owners = meta.get("ownerReferences") or []
+                if not any(o.get("uid") == em.uid for o in owners):
+                    continue  # not ours: a namesake from another EdgeModel or a user
+                if (kind, meta["name"]) not in wanted and self.kube.delete(kind, em.namespace, meta["name"]):
+                    pruned.append(f"{kind}/{meta['name']}")
+        return pruned
+
+    def _job_infos(
+        self, em: EdgeModel, now: datetime.datetime
+    ) -> list[observe.JobInfo]:
+        infos = []
+        last_done = em.status.retraining.last_completed_time
+        for job in self.kube.list("Job", em.namespace, {names.LABEL_EDGEMODEL: em.name, names.LABEL_COMPONENT: "trainer"}):
+            info = observe.job_info(job, [], now=now)
+            unfolded = info.finished is not None and (
+                last_done is None or (info.finished_time is not None and info.finished_time > last_done)
+            ) and info.name != em.status.retraining.last_completed_job
+            if unfolded:
+                pods = self.kube.list("Pod", em.namespace, {"batch.kubernetes.io/job-name": info.name})
+                info = observe.job_info(job, pods, now=now)
+            infos.append(info)
+        return infos
+
+    # ------------------------------------------------------------------ the pass
+
+    def reconcile(self, namespace: str, name: str) -> Outcome | None:
+        """Bring one EdgeModel's children and status in line with its spec; None if it is gone."""
+        started_clock = time.monotonic()
+        before = self.kube.requests
+        try:
+            outcome = self._reconcile(namespace, name)
+        except InvalidSpecError:
+            if self.metrics:
+                self.metrics.reconciles.labels("invalid").inc()
+            raise
+        except Exception as exc:
+            if self.metrics:
+                self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
+                self.metrics.reconciles.labels("error").inc()
+            raise
+        finally:
+            if self.metrics:
+                self.metrics.reconcile_seconds.observe(time.monotonic() - started_clock)
+                self.metrics.api_requests.inc(self.kube.requests - before)
+        if self.metrics:
+            self.metrics.reconciles.labels("ok" if outcome is not None else "gone").inc()
+        return outcome
+
+    def _reconcile(self, namespace: str, name: str) -> Outcome | None:
+        body = self.kube.get(api.KIND, namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            if self.metrics:
+                self.metrics.forget(namespace, name)
+            return None
+        em = EdgeModel.from_body(body)
+        now = _now()
+        started = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        desired = render.desired(em, self.settings, generated_password=self._generated_password(em))
+        created, updated = [], []
+        by_name: dict[tuple[str, str], dict[str, Any]] = {}
+        for obj in desired:
+            result = self.kube.apply(obj)
+            by_name[(obj["kind"], obj["metadata"]["name"])] = result
+            change = self._change(result, started)
+            label = f"{obj['kind']} {obj['metadata']['name']}"
+            if change == "Created":
+                created.append(label)
+            elif change == "Updated":
+                updated.append(label)
+        pruned: list[str] = []
+        if self._pruned_generation.get(em.uid) != em.generation:
+            pruned = self._prune(em, desired)
+            self._pruned_generation[em.uid] = em.generation
+
+        pods = self.kube.list("Pod", namespace, names.selector(name, "inference"))
+        observed = status.Observed(
+            inference=observe.deployment(by_name.get(("Deployment", names.inference(name)))),
+            broker=observe.deployment(by_name.get(("Deployment", names.broker(name))))
+            if em.spec.broker.managed
+            else None,
+            live_pods={p["metadata"]["name"] for p in pods},
+            jobs=self._job_infos(em, now),
+        )
+        plan = status.plan(em, observed, now=now, settings=self.settings)
+
+        started_job = None
+        if plan.start_job is not None:
+            req = plan.start_job
+            job = jobs.job(em, self.settings, kind=req.kind, number=req.number, reason=req.reason,
+                           rollback_to=req.rollback_to)  # fmt: skip
+            started_job = job["metadata"]["name"]
+            if not any(j.name == started_job for j in observed.jobs):
+                self.kube.apply(job)
+                created.append(f"Job {started_job}")
+                if self.metrics:
+                    self.metrics.jobs_started.labels(req.kind).inc()
+
+        patch = _status_patch(em.status, plan.status, plan.gone_replicas)
+        if patch is not None:
+            self.kube.patch_status(namespace, name, patch)
+
+        for label in created:
+            self._event(em, status.Event("Normal", "Created", f"Created {label}"))
+        for label in updated:
+            self._event(em, status.Event("Normal", "Updated", f"Updated {label}"))
+        for label in pruned:
+            self._event(em, status.Event("Normal", "Deleted", f"Deleted {label} the spec no longer needs"))
+        for event in plan.events:
+            self._event(em, event)
+        if created or updated or pruned or plan.events:
+            log.info(
+                "Reconciled EdgeModel %s: created %s, updated %s, deleted %s, events %s",
+                em.key, created, updated, pruned, [e.reason for e in plan.events],
+            )  # fmt: skip
+        if self.metrics:
+            self.metrics.observe_status(namespace, name, plan.status)
+        return Outcome(
+            applied=len(desired),
+            created=tuple(created),
+            updated=tuple(updated),
+            pruned=tuple(pruned),
+            started_job=started_job if plan.start_job is not None else None,
+            status_written=patch is not None,
+        )
