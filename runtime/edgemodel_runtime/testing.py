@@ -44,13 +44,14 @@ def readings(
     *,
     seed: int = 0,
     shift_at: int | None = None,
+    shift_size: float = 4.0,
     noise: float = 0.3,
     start_ts: float = 1_700_000_000.0,
 ) -> list[dict[str, Any]]:
     """Payloads of ``devices`` devices, interleaved in time order.
 
     ``temp`` follows a slow sine plus noise; from step ``shift_at`` on, an alternating
-    +/-4 component appears (a sensor fault the model has never seen).
+    +/-``shift_size`` component appears (a sensor fault the model has never seen).
     """
     rng = np.random.default_rng(seed)
     out = []
@@ -59,7 +60,7 @@ def readings(
             phase = d * 0.7
             temp = 20 + 5 * math.sin(2 * math.pi * t / 50 + phase) + rng.normal(0, noise)
             if shift_at is not None and t >= shift_at:
-                temp += 4.0 * (1 if t % 2 else -1)
+                temp += shift_size * (1 if t % 2 else -1)
             humidity = 50 + 10 * math.cos(2 * math.pi * t / 50 + phase) + rng.normal(0, noise)
             out.append({"device": f"dev-{d}", "ts": start_ts + t, "temp": temp, "humidity": humidity})
     return out

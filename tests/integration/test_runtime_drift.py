@@ -18,6 +18,9 @@ from edgemodel.registry import client as mlflow_client
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 
 DEVICES, PER_DEVICE, SHIFT_AT = 2, 600, 300
+# Errors of about two thresholds after the shift: the change detector fires within a few
+# outcomes, the rolling RMSE over 100 outcomes only after about 25.
+SHIFT_SIZE = 1.5
 
 
 def _window_runs(uri: str, name: str) -> list:
@@ -50,7 +53,7 @@ def _run(mosquitto_broker, mlflow_server, name: str, shift_at: int | None):
     try:
         assert runtime.wait_connected(30)
         testing.wait_for(lambda: runtime.holder.state.version == version, timeout=60, what="model load")
-        data = testing.readings(DEVICES, PER_DEVICE, seed=9, shift_at=shift_at)
+        data = testing.readings(DEVICES, PER_DEVICE, seed=9, shift_at=shift_at, shift_size=SHIFT_SIZE)
         infos = [publisher.publish(f"{name}/sensors/{p['device']}", json.dumps(p)) for p in data]
         for info in infos:
             info.wait_for_publish(30)

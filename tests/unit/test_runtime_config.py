@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from edgemodel_runtime import config, main
@@ -136,4 +137,11 @@ def test_edgemodel_reference_and_reporting_need_a_pod_name():
 
 
 def test_cli_refuses_bad_config_with_exit_code_2(capsys):
-    assert main.main(["--topics", "t"]) == 2
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert main.main(["--topics", "t"]) == 2
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert "Refused the configuration" in capsys.readouterr().err
