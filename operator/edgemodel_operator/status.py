@@ -97,13 +97,17 @@ def _fold_results(
             update["consecutive_failures"] = r.consecutive_failures + 1
             events.append(Event("Warning", "RetrainingFailed", f"Job {info.name} failed: {reason}"))
         else:
+            # The trainer's championVersion is where the alias points afterwards: for a
+            # rollback, the version restored; for a promotion, the champion it replaced is
+            # the one the history knew before.
+            previous = result.champion_version if outcome == "RolledBack" else known_version(history)
             entry = api.ModelHistoryEntry(
                 version=result.version,
                 outcome=result.outcome,
                 reason=result.reason[:1000],
                 holdout_rmse=result.holdout_rmse,
                 champion_rmse=result.champion_rmse,
-                previous_version=result.champion_version,
+                previous_version=previous,
                 job=info.name,
                 time=info.finished_time,
             )
@@ -234,9 +238,15 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         events.append(Event("Warning", "RollbackStarted", f"Version {bad} does worse live: {message}"))
     else:
         bootstrap = serving is None
+        # A bootstrap is not a drift trigger: it neither waits for nor starts the drift
+        # cooldown; only its own failures back it off, counted from when the last one ended.
+        gate = r.model_copy(
+            update={"last_triggered_time": r.last_completed_time if r.consecutive_failures else None,
+                    "recent_triggers": []}
+        ) if bootstrap else r  # fmt: skip
         verdict = policy.should_retrain(
             em.spec,
-            r,
+            gate,
             wanted=bootstrap or drift.status.detected,
             wanted_reason="Bootstrap" if bootstrap else "DriftDetected",
             active_job=None if active is None else active.name,
@@ -257,7 +267,9 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
     if start is not None:
         job_name = names.job(em.name, start.kind, start.number)
         update: dict[str, object] = {"last_job": job_name}
-        if start.kind != "rollback":
+        if start.kind == "bootstrap":
+            update |= {"count": r.count + 1}
+        elif start.kind != "rollback":
             update |= {
                 "count": r.count + 1,
                 "last_triggered_time": now,

@@ -8,12 +8,12 @@ kwok with one fake edge node, and installs the EdgeModel CRD from ``crds/``.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import kubernetes
 import pytest
 
-from edgemodel.harness import controlplane, processes
+from edgemodel.harness import controlplane, mlflowserver, operatorprocess, processes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "edgemodel.yaml"
@@ -45,3 +45,36 @@ def namespace(cluster: controlplane.ControlPlane, unique_name: str) -> Iterator[
 @pytest.fixture
 def api_client(cluster: controlplane.ControlPlane) -> kubernetes.client.ApiClient:
     return cluster.api_client()
+
+
+@pytest.fixture
+def operators(
+    cluster: controlplane.ControlPlane,
+    namespace: str,
+    tmp_path: pathlib.Path,
+    mlflow_server: mlflowserver.MlflowServer,
+) -> Iterator[Callable[..., operatorprocess.OperatorProcess]]:
+    """Start operator replicas confined to the test's namespace; all are stopped afterwards."""
+    started: list[operatorprocess.OperatorProcess] = []
+
+    def start(identity: str = "operator-0", **env: str) -> operatorprocess.OperatorProcess:
+        proc = operatorprocess.OperatorProcess(
+            cluster,
+            tmp_path / "operators",
+            identity=identity,
+            env={
+                "EDGEMODEL_NAMESPACE": namespace,
+                "EDGEMODEL_LEASE_NAMESPACE": namespace,
+                "EDGEMODEL_LEASE_NAME": "edgemodel-operator",
+                "EDGEMODEL_MLFLOW_TRACKING_URI": mlflow_server.uri,
+                **env,
+            },
+        )
+        started.append(proc)
+        return proc.start()
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
