@@ -1,0 +1,73 @@
+# syntax=docker/dockerfile:1
+# One image for every EdgeModel program: the operator (the default command), and the
+# runtime and trainer the operator starts as `command: ["edgemodel-runtime"]` and
+# `command: ["edgemodel-trainer"]`.
+#
+#   docker build -t edgemodel:dev .
+#   docker run --rm edgemodel:dev edgemodel-trainer --help
+#
+# The builder stage builds the project's wheel and installs it with its runtime
+# dependencies (not the dev extra) into a virtualenv; the final stage copies only that
+# virtualenv onto the same slim base, so it has no compilers, no pip cache, no sources.
+# Checked by tests/unit/test_dockerfile.py (hadolint and the project's own rules).
+
+FROM python:3.11.14-slim-bookworm AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+RUN python -m venv /opt/edgemodel
+
+# Only what the wheel is built from; .dockerignore keeps the rest out of the context.
+COPY pyproject.toml README.md ./
+COPY edgemodel ./edgemodel
+COPY operator ./operator
+COPY runtime ./runtime
+COPY trainer ./trainer
+
+RUN /opt/edgemodel/bin/pip wheel --no-deps --wheel-dir /dist . \
+    && /opt/edgemodel/bin/pip install /dist/edgemodel-*.whl \
+    && /opt/edgemodel/bin/edgemodel-operator --help >/dev/null \
+    && /opt/edgemodel/bin/edgemodel-runtime --help >/dev/null \
+    && /opt/edgemodel/bin/edgemodel-trainer --help >/dev/null
+
+
+FROM python:3.11.14-slim-bookworm
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+
+LABEL org.opencontainers.image.title="edgemodel" \
+      org.opencontainers.image.description="EdgeModel operator, edge inference runtime and trainer" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/edgemodel/edgemodel" \
+      org.opencontainers.image.url="https://github.com/edgemodel/edgemodel" \
+      org.opencontainers.image.vendor="EdgeModel" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+
+# HOME is /tmp: the Pods mount an emptyDir there and keep the root file system read-only.
+ENV PATH="/opt/edgemodel/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    GIT_PYTHON_REFRESH=quiet
+
+RUN groupadd --system --gid 10001 edgemodel \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin edgemodel
+
+COPY --from=builder /opt/edgemodel /opt/edgemodel
+
+WORKDIR /tmp
+USER 10001:10001
+
+# 8000 operator metrics, 8081 operator /healthz, 8080 runtime HTTP (/metrics, /healthz, /readyz).
+EXPOSE 8000 8081 8080
+
+CMD ["edgemodel-operator"]

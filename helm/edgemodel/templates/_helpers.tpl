@@ -1,0 +1,83 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "edgemodel.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+A default fully qualified app name, at most 63 characters (some Kubernetes name fields
+are limited to this by the DNS naming spec). A release name that already contains the
+chart name is used as it is.
+*/}}
+{{- define "edgemodel.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, as used by the chart label.
+*/}}
+{{- define "edgemodel.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "edgemodel.labels" -}}
+helm.sh/chart: {{ include "edgemodel.chart" . }}
+{{ include "edgemodel.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edgemodel
+{{- end }}
+
+{{/*
+Selector labels of the operator's Pods; never change them for an installed release.
+*/}}
+{{- define "edgemodel.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgemodel.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+The ServiceAccount the operator runs as.
+*/}}
+{{- define "edgemodel.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "edgemodel.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's image.
+*/}}
+{{- define "edgemodel.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The image of the runtime and trainer Pods the operator creates.
+*/}}
+{{- define "edgemodel.runtimeImage" -}}
+{{- default (include "edgemodel.image" .) .Values.runtimeImage }}
+{{- end }}
+
+{{/*
+The leader Lease's name.
+*/}}
+{{- define "edgemodel.leaseName" -}}
+{{- default (include "edgemodel.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
