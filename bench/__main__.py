@@ -1,0 +1,52 @@
+"""``python -m bench {all,runtime,drift,heal,operator} [--quick] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pathlib
+import sys
+import time
+import traceback
+
+from bench import common
+
+BENCHMARKS = {
+    "runtime": "bench.runtime_bench",
+    "drift": "bench.drift_bench",
+    "heal": "bench.heal_bench",
+    "operator": "bench.operator_bench",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("which", nargs="+", choices=["all", *BENCHMARKS])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
+    p.add_argument("--out", type=pathlib.Path, default=common.RESULTS, help="where results are written")
+    p.add_argument("--sizes", default=None, help="operator: comma-separated EdgeModel counts")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = list(BENCHMARKS) if "all" in args.which else args.which
+    failed = []
+    for name in names:
+        t = time.monotonic()
+        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
+        module = importlib.import_module(BENCHMARKS[name])
+        try:
+            kwargs = {"sizes": [int(s) for s in args.sizes.split(",")]} if (args.sizes and name == "operator") else {}
+            result = module.run(args.out, quick=args.quick, **kwargs)
+        except Exception:  # noqa: BLE001 - report, then go on with the next benchmark
+            traceback.print_exc()
+            failed.append(name)
+            result = common.Result(name, f"{name} benchmark", "The benchmark failed:\n\n```\n"
+                                   + traceback.format_exc()[-3000:] + "\n```\n", {}, status="failed")  # fmt: skip
+        path = common.write_result(result, args.out, quick=args.quick)
+        print(f"   {result.status}: wrote {path} in {time.monotonic() - t:.0f}s", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
