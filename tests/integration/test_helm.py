@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import subprocess
 import urllib.request
 from typing import Any
@@ -60,7 +59,12 @@ def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def helm(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     proc = subprocess.run(
-        [str(binaries.find("helm")), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+        [str(binaries.find("helm")), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
     assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -95,7 +99,9 @@ def container_env(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_lint(helm_env):
     out = helm(helm_env, "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION)
     assert "0 chart(s) failed" in out
-    out = helm(helm_env, "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(FULL_VALUES))
+    out = helm(
+        helm_env, "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(FULL_VALUES)
+    )
     assert "0 chart(s) failed" in out
 
 
@@ -111,7 +117,9 @@ def test_template_defaults(helm_env):
     account = one(docs, "ServiceAccount")["metadata"]["name"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}  # fmt: skip
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "edgemodel-system"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": "edgemodel-system"}
+    ]
 
     dep = one(docs, "Deployment")
     spec = dep["spec"]["template"]["spec"]
@@ -143,7 +151,9 @@ def test_template_defaults(helm_env):
     assert "EDGEMODEL_NAMESPACE" not in env  # cluster-wide by default
 
     svc = one(docs, "Service")
-    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP"}
+    ]
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     for doc in docs:
         labels = doc["metadata"]["labels"]
@@ -154,7 +164,9 @@ def test_template_defaults(helm_env):
 def test_template_full_values(helm_env):
     docs = template(helm_env, "-f", str(FULL_VALUES))
     kinds = by_kind(docs)
-    assert {"PrometheusRule", "ServiceMonitor", "PodMonitor", "ConfigMap", "PodDisruptionBudget"} <= set(kinds)
+    assert {"PrometheusRule", "ServiceMonitor", "PodMonitor", "ConfigMap", "PodDisruptionBudget"} <= set(
+        kinds
+    )
     assert one(docs, "ClusterRole")["rules"] == yaml.safe_load(RULES.read_text())
 
     dep = one(docs, "Deployment")
@@ -227,7 +239,7 @@ def _deployment_available(apps: kubernetes.client.AppsV1Api, namespace: str, nam
 
 
 def _healthy(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
         return bool(resp.status == 200)
 
 
@@ -254,7 +266,8 @@ def test_install_runs_the_operator(cluster, namespace, helm_env, tmp_path):
                              what="the operator Deployment to be Available")  # fmt: skip
         core = kubernetes.client.CoreV1Api(client)
         (pod,) = core.list_namespaced_pod(
-            namespace, label_selector=f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+            namespace,
+            label_selector=f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator",
         ).items
         assert pod.spec.node_name == "edge-0"
         assert pod.spec.service_account_name == fullname
