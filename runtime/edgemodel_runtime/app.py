@@ -8,7 +8,8 @@ Threads, each with one job:
   in order, and does everything else on the message path: validation, history,
   prediction, publishing, drift;
 - the model poller follows the MLflow alias and swaps the model between batches;
-- the reporter sends drift reports (and, when drift starts, the training window first);
+- the reporter sends drift reports (and, when drift starts or while no model serves, the
+  training window first) and, with dynamic partitioning, re-reads the live replicas;
 - the HTTP server answers probes, metrics and one-off predictions.
 
 ``App(settings).start()`` and ``.stop()`` run it in-process; ``main`` runs it as a CLI.
@@ -16,6 +17,7 @@ Threads, each with one job:
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -37,6 +39,7 @@ from edgemodel_runtime import (
     logs,
     models,
     mqtt,
+    partition,
     payloads,
     reporting,
     window,
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT = 30.0
 """/healthz fails when the worker loop has not turned for this long."""
 _IDLE_WAIT = 0.2
+BOOTSTRAP_MIN_READINGS = 200
+"""Without a model, the window is uploaded once it holds min(trainingWindow, this) readings."""
 
 Message = tuple[str, bytes, float, float]
 """topic, payload, monotonic arrival time, wall-clock arrival time."""
@@ -65,6 +70,7 @@ class App:
         registry: CollectorRegistry | None = None,
         api_client: k8s.ApiClient | None = None,
         status_sink: reporting.Sink | None = None,
+        members: reporting.Members | None = None,
     ) -> None:
         self.settings = settings
         c = settings.config
@@ -91,6 +97,8 @@ class App:
         self._stopping = threading.Event()
         self._heartbeat = time.monotonic()
         self._gauges_at = 0.0
+        self._bootstrap_min = min(c.training_window, BOOTSTRAP_MIN_READINGS)
+        self._bootstrap_next = 0.0
 
         self.mlflow: MlflowClient | None = (
             registry_client(c.mlflow_tracking_uri) if c.mlflow_tracking_uri else None
@@ -108,12 +116,29 @@ class App:
             if self.mlflow is not None
             else None
         )
+        sink = status_sink if status_sink is not None else self._default_sink(api_client)
+        if members is None and isinstance(sink, reporting.KubernetesSink):
+            members = sink
+        self.members = members if settings.partition_mode == "dynamic" else None
+        if settings.partition_mode == "dynamic" and self.members is None:
+            log.warning("Dynamic partitioning has no way to read the replicas; this one handles all devices")
+        self.ownership: partition.Ownership = (
+            partition.Rendezvous(settings.pod_name or "", [])
+            if settings.partition_mode == "dynamic"
+            else self.partition
+        )
+        self._owned_by: partition.Ownership = self.ownership
         self.reporter = reporting.Reporter(
-            status_sink if status_sink is not None else self._default_sink(api_client),
+            sink,
             interval=c.report_interval_seconds,
             metrics=self.metrics,
             upload_window=self._upload_window if self.mlflow is not None else None,
+            # members must report at least once per interval, or the others drop them
+            heartbeat=c.report_interval_seconds if self.members is not None else None,
+            tick=self.refresh_membership if self.members is not None else None,
+            tick_interval=settings.options.membership_refresh_seconds,
         )
+        self._show_ownership()
         self.connection = mqtt.Connection(
             host=c.broker_host,
             port=c.broker_port,
@@ -149,6 +174,8 @@ class App:
 
     def start(self) -> App:
         self.http.start()
+        if self.members is not None:
+            self.refresh_membership()  # know the others before the first message
         self.reporter.start()
         self._worker.start()
         if self.poller is not None:
@@ -158,7 +185,8 @@ class App:
             "Started runtime",
             extra={
                 "topics": self.settings.config.topics,
-                "partition": f"{self.partition.index}/{self.partition.count}",
+                "partition": self.ownership.mode,
+                "members": self.ownership.members,
                 "client_id": self.settings.client_id,
                 "http_port": self.http_port,
             },
@@ -174,8 +202,52 @@ class App:
         if self.poller is not None:
             self.poller.stop()
         self.reporter.stop()
+        if self.members is not None:
+            self._leave()
         self.http.stop()
         log.info("Stopped runtime")
+
+    # ------------------------------------------------------------------ membership
+
+    def refresh_membership(self) -> None:
+        """Read the live replicas from the EdgeModel; adopt them if they changed (reporter thread)."""
+        assert self.members is not None
+        me = self.settings.pod_name or ""
+        try:
+            entries = self.members.replica_drift()
+        except Exception as exc:  # noqa: BLE001 - keep the last membership; try again next tick
+            self.metrics.membership_refreshes.labels("failed").inc()
+            if self._rejections.allow("membership"):
+                log.warning("Failed to read the live replicas: %s", exc)
+            return
+        self.metrics.membership_refreshes.labels("ok").inc()
+        live = partition.live_members(
+            entries, me=me, now=datetime.datetime.now(datetime.UTC), max_age=self.settings.member_ttl
+        )
+        current = self.ownership
+        if isinstance(current, partition.Rendezvous) and set(current.names) == live:
+            return
+        self.ownership = partition.Rendezvous(me, live)  # one reference swap; the worker adopts it
+        self.metrics.membership_changes.inc()
+        self._show_ownership()
+        log.info(
+            "Changed the replicas sharing the devices",
+            extra={"members": sorted(live), "previous": list(getattr(current, "names", ()))},
+        )
+
+    def _leave(self) -> None:
+        """On a clean stop, remove this replica's entry so the others take its devices at once."""
+        assert self.members is not None
+        try:
+            self.members.remove()
+        except Exception as exc:  # noqa: BLE001 - the operator removes it once the Pod is gone
+            log.warning("Failed to remove this replica's status entry: %s", exc)
+
+    def _show_ownership(self) -> None:
+        ownership = self.ownership
+        for mode in ("all", "static", "dynamic"):
+            self.metrics.partition_mode.labels(mode).set(1 if mode == ownership.mode else 0)
+        self.metrics.partition_members.set(ownership.members)
 
     def wait_connected(self, timeout: float = 30.0) -> bool:
         return self.connection.wait_connected(timeout)
@@ -206,6 +278,7 @@ class App:
             self._heartbeat = time.monotonic()
             try:
                 model = self._follow_model()
+                self._follow_ownership()
                 if batch:
                     self._process(batch, model)
                 self._refresh_gauges()
@@ -230,8 +303,19 @@ class App:
             self._report()
         return state.model
 
+    def _follow_ownership(self) -> None:
+        """Between batches: adopt a new membership and forget the devices that moved away."""
+        ownership = self.ownership
+        if ownership is self._owned_by:
+            return
+        self._owned_by = ownership
+        moved = self.inference.forget(ownership.owns)
+        if moved:
+            log.info("Handed over %d devices to other replicas", moved)
+
     def _process(self, batch: Sequence[Message], model: registry.LoadedModel | None) -> None:
         m = self.metrics
+        owner = self._owned_by
         m.messages.inc(len(batch))
         m.batch_size.observe(len(batch))
         readings: list[payloads.Reading] = []
@@ -242,7 +326,7 @@ class App:
             except payloads.PayloadError as exc:
                 self._reject(exc.reason, exc.detail, topic)
                 continue
-            if not self.partition.owns(reading.device):
+            if not owner.owns(reading.device):
                 m.other_partition.inc()
                 continue
             readings.append(reading)
@@ -259,6 +343,7 @@ class App:
         predictions = None
         if model is None:
             m.unpredicted.inc(len(plan.accepted))
+            self._maybe_bootstrap()
         elif plan.rows:
             predictions = self._predict(model, plan)
         outcomes = self.inference.complete(plan, predictions, None if model is None else model.version)
@@ -332,7 +417,18 @@ class App:
                 extra={"reason": reason, "topic": topic, "suppressed": self._rejections.suppressed(reason)},
             )
 
-    def _report(self, *, with_window: bool = False) -> None:
+    def _maybe_bootstrap(self) -> None:
+        """No model serves: hand the window to the bootstrap Job, at most once per period."""
+        if self.poller is None or not self.poller.resolved.is_set():
+            return  # a model may be on its way: wait until the alias was looked up
+        now = time.monotonic()
+        if len(self.window) < self._bootstrap_min or now < self._bootstrap_next:
+            return
+        self._bootstrap_next = now + self.settings.options.bootstrap_upload_seconds
+        log.info("Handing the training window over for a bootstrap", extra={"readings": len(self.window)})
+        self._report(window_reason="bootstrap")
+
+    def _report(self, *, with_window: bool = False, window_reason: str | None = None) -> None:
         state = self.holder.state
         report = reporting.DriftReport(
             rmse=self.drift.rmse,
@@ -342,7 +438,13 @@ class App:
             model_version=self._serving,
             model_error=state.error,
         )
-        self.reporter.update(report, window=self.window.snapshot() if with_window else None)
+        if window_reason is None and with_window:
+            window_reason = "drift"
+        self.reporter.update(
+            report,
+            window=self.window.snapshot() if window_reason is not None else None,
+            window_reason=window_reason or "drift",
+        )
 
     def _refresh_gauges(self) -> None:
         now = time.monotonic()
@@ -356,10 +458,13 @@ class App:
         if now - self._gauges_at >= 1.0:
             self._gauges_at = now
             m.devices.set(self.inference.devices)
+            m.owned_devices.set(self.inference.devices)
             for feature, value in self.psi.psi().items():
                 m.feature_psi.labels(feature).set(value)
 
-    def _upload_window(self, readings: Sequence[payloads.Reading], state: reporting.DriftReport) -> None:
+    def _upload_window(
+        self, readings: Sequence[payloads.Reading], state: reporting.DriftReport, reason: str
+    ) -> None:
         assert self.mlflow is not None
         run_id = window.upload(
             self.mlflow,
@@ -368,10 +473,13 @@ class App:
             model_name=self.settings.config.model_name,
             edgemodel=self.settings.config.edgemodel,
             pod=self.settings.pod_name,
-            reason="drift",
+            reason=reason,
             model_version=state.model_version,
         )
-        log.info("Logged the training window", extra={"run_id": run_id, "readings": len(readings)})
+        log.info(
+            "Logged the training window",
+            extra={"run_id": run_id, "readings": len(readings), "reason": reason},
+        )
 
     # ------------------------------------------------------------------ HTTP endpoints
 

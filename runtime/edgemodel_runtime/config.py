@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel, to_snake
 
 from edgemodel import contracts, features
 from edgemodel_runtime import partition, payloads
+from edgemodel_runtime.partition import Mode as PartitionMode
 
 __all__ = ["ENV_CONFIG", "ConfigError", "Options", "Settings", "add_arguments", "load"]
 
@@ -47,9 +48,18 @@ class Options(pydantic.BaseModel):
     http_bind: str = "0.0.0.0"  # noqa: S104 - a Pod serves its probes and metrics on all interfaces
     """Address the HTTP server binds; tests use 127.0.0.1."""
     partition_count: int = pydantic.Field(default=1, ge=1, le=10_000)
-    """How many replicas share the devices (hash partitioning); 1 means all devices here."""
+    """Static hash partitioning over this many replicas when > 1. With 1 (the default),
+    replicas that report to an EdgeModel share devices dynamically (rendezvous hashing
+    over the live replicas); standalone, one replica handles every device."""
     partition_index: int | None = pydantic.Field(default=None, ge=0)
-    """This replica's partition; defaults to the StatefulSet ordinal of POD_NAME."""
+    """This replica's static partition; defaults to the StatefulSet ordinal of POD_NAME."""
+    membership_refresh_seconds: float = pydantic.Field(default=2.0, gt=0)
+    """Dynamic partitioning: how often the live replicas are read from the EdgeModel."""
+    member_ttl_seconds: float | None = pydantic.Field(default=None, gt=0)
+    """Dynamic partitioning: a replica whose last report is older is not a member;
+    defaults to 3 x reportIntervalSeconds."""
+    bootstrap_upload_seconds: float = pydantic.Field(default=60.0, gt=0)
+    """Without a model: the window is uploaded (reason ``bootstrap``) at most this often."""
     client_id: str | None = None
     """MQTT client id; defaults to ``edgemodel-<POD_NAME>``, or to the host name."""
     session_expiry_seconds: int = pydantic.Field(default=3600, ge=0)
@@ -104,6 +114,19 @@ class Settings:
                 "partitionCount > 1 needs partitionIndex, or a POD_NAME ending in a StatefulSet ordinal"
             )
         return partition.Partition(count=self.options.partition_count, index=index)
+
+    @property
+    def partition_mode(self) -> PartitionMode:
+        """``static`` if partitionCount > 1, else ``dynamic`` when reporting to an EdgeModel, else ``all``."""
+        if self.options.partition_count > 1:
+            return "static"
+        return "dynamic" if self.reports_to_kubernetes else "all"
+
+    @property
+    def member_ttl(self) -> float:
+        """Seconds after its last report that a replica stops being a member."""
+        ttl = self.options.member_ttl_seconds
+        return ttl if ttl is not None else 3 * self.config.report_interval_seconds
 
     @property
     def client_id(self) -> str:

@@ -123,6 +123,17 @@ class Inference:
             self._devices.move_to_end(name)
         return state
 
+    def forget(self, keep: Callable[[str], bool]) -> int:
+        """Drop the state of every device for which ``keep`` is false; return how many.
+
+        Used when devices move to another replica: if one comes back later, its history
+        starts over instead of resuming from stale lags and pairing old predictions.
+        """
+        gone = [name for name in self._devices if not keep(name)]
+        for name in gone:
+            del self._devices[name]
+        return len(gone)
+
     def plan(self, readings: Sequence[payloads.Reading], *, predicting: bool) -> Plan:
         """Update device state with ``readings``, in order; rows are built if ``predicting``."""
         plan = Plan()

@@ -106,7 +106,32 @@ class Metrics:
         )
         self.windows = prom.Counter(
             "edgemodel_training_windows",
-            "Training windows logged to MLflow, by result.",
+            "Training windows logged to MLflow, by result and reason (drift or bootstrap).",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.partition_mode = prom.Gauge(
+            "edgemodel_partition_mode",
+            "1 for the active way of sharing devices: all, static or dynamic.",
+            ["mode"],
+            registry=r,
+        )
+        self.partition_members = prom.Gauge(
+            "edgemodel_partition_members",
+            "Replicas sharing the devices, as this replica sees them (1 when it handles all).",
+            registry=r,
+        )
+        self.owned_devices = prom.Gauge(
+            "edgemodel_owned_devices", "Devices this replica owns and has seen.", registry=r
+        )
+        self.membership_changes = prom.Counter(
+            "edgemodel_membership_changes",
+            "Times the set of live replicas changed (dynamic partitioning).",
+            registry=r,
+        )
+        self.membership_refreshes = prom.Counter(
+            "edgemodel_membership_refreshes",
+            "Reads of the live replicas from the EdgeModel, by result.",
             ["result"],
             registry=r,
         )

@@ -104,6 +104,8 @@ class ModelPoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
         self._last_logged_error: str | None = None
+        self.resolved = threading.Event()
+        """Set once the alias was resolved and the version found there (if any) loaded or refused."""
 
     def start(self) -> ModelPoller:
         self._thread.start()
@@ -128,11 +130,13 @@ class ModelPoller:
             self._log_error(f"could not resolve {self.name}@{self.alias}: {exc}", level=logging.WARNING)
             return
         if version is None or version == state.version:
+            self.resolved.set()
             if version is not None and state.error is not None:
                 self.holder.clear_error()  # the alias went back to the serving version
                 self.on_change(self.holder.state)
             return
         if version == state.failed_version:
+            self.resolved.set()
             return  # versions are immutable: a refused one stays refused
         try:
             loaded = registry.load_version(self.client, self.name, version)
@@ -140,6 +144,7 @@ class ModelPoller:
         except modelstore.ModelLoadError as exc:
             self.on_load("refused")
             self._refuse(version, str(exc))
+            self.resolved.set()
             return
         except Exception as exc:  # noqa: BLE001 - transient: MLflow down; retried next poll
             self.on_load("failed")
@@ -147,6 +152,7 @@ class ModelPoller:
             return
         self.on_load("loaded")
         self.holder.swap(loaded)
+        self.resolved.set()
         self._last_logged_error = None
         log.info(
             "Loaded model %s version %s",

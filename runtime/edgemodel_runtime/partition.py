@@ -1,9 +1,15 @@
 """Which devices this replica owns, when several replicas read the same topics.
 
-Every replica subscribes to every topic and keeps only the devices whose stable hash
-falls into its partition: ``crc32(device) % count == index``. One device is therefore
-always handled by one replica, in order, with its whole history (see docs/runtime.md for
-the trade-off against MQTT 5 shared subscriptions).
+Every replica subscribes to every topic and keeps only the devices it owns, so one
+device is always handled by one replica, in order, with its whole history (see
+docs/runtime.md for the trade-off against MQTT 5 shared subscriptions). Two ways to own:
+
+- :class:`Partition` (static): ``crc32(device) % count == index``, with a fixed count
+  and an index such as a StatefulSet ordinal.
+- :class:`Rendezvous` (dynamic): the live replicas (:func:`live_members`, read from the
+  EdgeModel's ``status.replicaDrift``) share the devices by rendezvous hashing. A device
+  belongs to the member with the highest :func:`weight` of ``(device, member)``, so when
+  a member joins or leaves, only the devices it gains or loses move.
 
 Pure functions; no I/O here.
 """
@@ -11,10 +17,38 @@ Pure functions; no I/O here.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 import re
 import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, Protocol
 
-__all__ = ["Partition", "index_from_pod_name"]
+__all__ = [
+    "Mode",
+    "Ownership",
+    "Partition",
+    "Rendezvous",
+    "index_from_pod_name",
+    "live_members",
+    "owner",
+    "weight",
+]
+
+Mode = Literal["all", "static", "dynamic"]
+"""How a replica decides what it owns: everything, a static partition, or rendezvous."""
+
+
+class Ownership(Protocol):
+    """What the message path asks: does this replica handle ``device``?"""
+
+    @property
+    def mode(self) -> Mode: ...
+
+    @property
+    def members(self) -> int: ...
+
+    def owns(self, device: str) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +75,119 @@ class Partition:
         if self.count == 1:
             return True
         return zlib.crc32(device.encode("utf-8")) % self.count == self.index
+
+    @property
+    def mode(self) -> Mode:
+        return "static" if self.count > 1 else "all"
+
+    @property
+    def members(self) -> int:
+        return self.count
+
+
+def weight(device: str, member: str) -> int:
+    """The rendezvous weight of ``member`` for ``device``: stable across processes and hosts.
+
+    BLAKE2b of both names, separated by NUL (which neither a device id nor a Pod name
+    may contain), read as a 64-bit integer.
+
+    >>> weight("dev-1", "rt-a") == weight("dev-1", "rt-a") != weight("dev-1", "rt-b")
+    True
+    """
+    digest = hashlib.blake2b(f"{member}\0{device}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def owner(device: str, members: Iterable[str]) -> str:
+    """The member that owns ``device``: the highest weight, ties broken by name.
+
+    >>> owner("dev-1", ["rt-a", "rt-b", "rt-c"]) in {"rt-a", "rt-b", "rt-c"}
+    True
+    >>> owner("dev-1", ["rt-a"])
+    'rt-a'
+    """
+    best = max(members, key=lambda m: (weight(device, m), m), default=None)
+    if best is None:
+        raise ValueError("no members")
+    return best
+
+
+class Rendezvous:
+    """This replica's share of the devices among ``members`` (which always include ``me``).
+
+    Immutable once built: a membership change builds a new one. ``owns`` caches its
+    answers (it is asked once per reading), up to ``cache_size`` devices.
+
+    >>> r = Rendezvous("rt-a", ["rt-a", "rt-b"])
+    >>> r.members, sum(r.owns(f"dev-{i}") for i in range(100)) + sum(
+    ...     Rendezvous("rt-b", ["rt-a", "rt-b"]).owns(f"dev-{i}") for i in range(100))
+    (2, 100)
+    >>> Rendezvous("rt-a", []).owns("anything")
+    True
+    """
+
+    def __init__(self, me: str, members: Iterable[str], *, cache_size: int = 100_000) -> None:
+        self.me = me
+        self.names: tuple[str, ...] = tuple(sorted({*members, me}))
+        self._cache: dict[str, bool] = {}
+        self._cache_size = cache_size
+
+    @property
+    def mode(self) -> Mode:
+        return "dynamic"
+
+    @property
+    def members(self) -> int:
+        return len(self.names)
+
+    def owns(self, device: str) -> bool:
+        if len(self.names) == 1:
+            return True
+        mine = self._cache.get(device)
+        if mine is None:
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            mine = self._cache[device] = owner(device, self.names) == self.me
+        return mine
+
+    def __repr__(self) -> str:
+        return f"Rendezvous(me={self.me!r}, members={list(self.names)!r})"
+
+
+def live_members(
+    replica_drift: Mapping[str, Any] | None,
+    *,
+    me: str,
+    now: datetime.datetime,
+    max_age: float,
+) -> frozenset[str]:
+    """The replicas whose last report (``reportTime``) is at most ``max_age`` seconds old, and ``me``.
+
+    A report time in the future (clock skew) counts as fresh; an entry without a
+    readable ``reportTime`` does not count.
+
+    >>> now = datetime.datetime(2030, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    >>> entries = {"rt-a": {"reportTime": "2030-01-01T11:59:58Z"},
+    ...            "rt-b": {"reportTime": "2030-01-01T11:00:00Z"}, "rt-c": None}
+    >>> sorted(live_members(entries, me="rt-me", now=now, max_age=15.0))
+    ['rt-a', 'rt-me']
+    """
+    members = {me}
+    for name, entry in (replica_drift or {}).items():
+        if not isinstance(entry, Mapping):
+            continue
+        raw = entry.get("reportTime")
+        try:
+            at = datetime.datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            at = None
+        if at is None:
+            continue
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=datetime.UTC)
+        if (now - at).total_seconds() <= max_age:
+            members.add(name)
+    return frozenset(members)
 
 
 _ORDINAL = re.compile(r"-(\d+)$")

@@ -7,7 +7,11 @@ model version or model error) goes out at once. An unchanged state is re-sent as
 heartbeat every ``heartbeat`` seconds.
 
 When drift starts, :class:`Reporter` first hands the training window to its
-``upload_window`` callable (MLflow), and only then sends the report.
+``upload_window`` callable (MLflow), and only then sends the report. The same happens
+with reason ``bootstrap`` while no model serves.
+
+With dynamic partitioning the reporter thread also runs ``tick`` every
+``tick_interval`` seconds: a read of the live replicas (:meth:`KubernetesSink.replica_drift`).
 
 I/O: the Kubernetes API (:class:`KubernetesSink`), in the reporter's own thread.
 """
@@ -19,8 +23,8 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -33,6 +37,7 @@ __all__ = [
     "DriftReport",
     "KubernetesSink",
     "LogSink",
+    "Members",
     "ReportPolicy",
     "Reporter",
     "Sink",
@@ -124,6 +129,14 @@ class Sink(Protocol):
     def send(self, entry: api.ReplicaDriftEntry) -> None: ...
 
 
+class Members(Protocol):
+    """Where the live replicas are read from: the EdgeModel's ``status.replicaDrift``."""
+
+    def replica_drift(self) -> Mapping[str, Any]: ...
+
+    def remove(self) -> None: ...
+
+
 class LogSink:
     """Standalone: the report is a log line."""
 
@@ -151,6 +164,28 @@ class KubernetesSink:
             _content_type="application/merge-patch+json",
         )
 
+    def replica_drift(self) -> Mapping[str, Any]:
+        """``status.replicaDrift`` of the EdgeModel: one GET of the status subresource."""
+        obj = self.api.get_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, self.name, _request_timeout=10
+        )
+        status = obj.get("status") if isinstance(obj, Mapping) else None
+        entries = status.get("replicaDrift") if isinstance(status, Mapping) else None
+        return entries if isinstance(entries, Mapping) else {}
+
+    def remove(self) -> None:
+        """Remove this replica's entry, so the others take over its devices at once."""
+        self.api.patch_namespaced_custom_object_status(
+            api.GROUP,
+            api.VERSION,
+            self.namespace,
+            api.PLURAL,
+            self.name,
+            contracts.replica_drift_patch(self.pod, None),
+            _content_type="application/merge-patch+json",
+            _request_timeout=10,
+        )
+
 
 def api_client_from_environment() -> k8s.ApiClient:
     """In-cluster credentials when in a Pod, else the kubeconfig (``KUBECONFIG``)."""
@@ -163,7 +198,8 @@ def api_client_from_environment() -> k8s.ApiClient:
         return api_client
 
 
-WindowUpload = Callable[[Sequence[payloads.Reading], DriftReport], None]
+WindowUpload = Callable[[Sequence[payloads.Reading], DriftReport, str], None]
+"""``(readings, state, reason)``: log a training window; reason is ``drift`` or ``bootstrap``."""
 
 
 class Reporter:
@@ -176,16 +212,24 @@ class Reporter:
         interval: float,
         metrics: metrics_.Metrics,
         upload_window: WindowUpload | None = None,
+        heartbeat: float | None = None,
+        tick: Callable[[], None] | None = None,
+        tick_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
-        self.policy = ReportPolicy(interval=interval)
+        self.policy = ReportPolicy(interval=interval, heartbeat=heartbeat)
         self.metrics = metrics
         self.upload_window = upload_window
+        self.tick = tick
+        """Run in the reporter thread every ``tick_interval`` seconds (membership refresh)."""
+        self.tick_interval = tick_interval
+        self._next_tick = 0.0
         self._clock = clock
         self._cond = threading.Condition()
         self._state = DriftReport()
         self._window: Sequence[payloads.Reading] | None = None
+        self._window_reason = "drift"
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
 
@@ -200,12 +244,19 @@ class Reporter:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def update(self, state: DriftReport, *, window: Sequence[payloads.Reading] | None = None) -> None:
+    def update(
+        self,
+        state: DriftReport,
+        *,
+        window: Sequence[payloads.Reading] | None = None,
+        window_reason: str = "drift",
+    ) -> None:
         """Record the newest state; ``window`` is uploaded before this state is reported."""
         with self._cond:
             self._state = state
             if window is not None:
                 self._window = window
+                self._window_reason = window_reason
             self._cond.notify_all()
 
     @property
@@ -217,26 +268,40 @@ class Reporter:
             with self._cond:
                 if self._stopping:
                     return
-                wait = self.policy.next_check(self._state, self._clock())
-                if wait > 0 and self._window is None:
-                    self._cond.wait(min(wait, 5.0))
+                now = self._clock()
+                wait = self.policy.next_check(self._state, now)
+                tick_wait = self._next_tick - now if self.tick is not None else wait
+                if wait > 0 and tick_wait > 0 and self._window is None:
+                    self._cond.wait(min(wait, tick_wait, 5.0))
                     continue
                 state, window, self._window = self._state, self._window, None
-            if window is not None:
-                self._upload(window, state)
-            if self.policy.due(state, self._clock()):
+                reason = self._window_reason
+            if self.tick is not None and self._clock() >= self._next_tick:
+                self._run_tick()
+            uploaded = window is not None and self._upload(window, state, reason)
+            if uploaded or self.policy.due(state, self._clock()):
                 self._send(state)
 
-    def _upload(self, window: Sequence[payloads.Reading], state: DriftReport) -> None:
-        if self.upload_window is None:
-            return
+    def _run_tick(self) -> None:
+        assert self.tick is not None
+        self._next_tick = self._clock() + self.tick_interval
         try:
-            self.upload_window(window, state)
+            self.tick()
+        except Exception:  # the tick handles its own errors; this only keeps the reporter alive
+            log.exception("Failed to run the reporter's periodic task")
+
+    def _upload(self, window: Sequence[payloads.Reading], state: DriftReport, reason: str) -> bool:
+        """Upload ``window``; True when it was logged (the report then follows at once)."""
+        if self.upload_window is None:
+            return False
+        try:
+            self.upload_window(window, state, reason)
         except Exception as exc:  # noqa: BLE001 - the drift is reported anyway
-            self.metrics.windows.labels("failed").inc()
-            log.error("Failed to log the training window: %s", exc)
-        else:
-            self.metrics.windows.labels("logged").inc()
+            self.metrics.windows.labels("failed", reason).inc()
+            log.error("Failed to log the training window (%s): %s", reason, exc)
+            return False
+        self.metrics.windows.labels("logged", reason).inc()
+        return True
 
     def _send(self, state: DriftReport) -> None:
         now = self._clock()

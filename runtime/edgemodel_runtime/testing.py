@@ -252,7 +252,7 @@ def for_broker(broker: Any, tracking_uri: str | None, name: str, **overrides: An
         output_topic=f"{name}/predictions/{{device}}",
         model_name=name,
         tracking_uri=tracking_uri,
-        client_id=f"{name}-runtime",
+        client_id=overrides.pop("client_id", f"{name}-runtime"),
         **overrides,
     )
 

@@ -10,9 +10,9 @@ import sys
 import urllib.request
 
 import pytest
-from edgemodel_runtime import testing
 
 from edgemodel.harness import processes
+from edgemodel_runtime import testing
 
 pytestmark = [pytest.mark.mqtt]
 

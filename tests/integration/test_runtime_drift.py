@@ -10,10 +10,10 @@ import io
 import json
 
 import pytest
-from edgemodel_runtime import app, testing
 
 from edgemodel import contracts
 from edgemodel.registry import client as mlflow_client
+from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 

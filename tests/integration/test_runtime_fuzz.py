@@ -12,9 +12,10 @@ import json
 import random
 
 import pytest
-from edgemodel_runtime import app, inference, payloads, testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from edgemodel_runtime import app, inference, payloads, testing
 
 pytestmark = [pytest.mark.mqtt]
 

@@ -8,9 +8,9 @@ import json
 
 import kubernetes
 import pytest
-from edgemodel_runtime import app, testing
 
 from edgemodel import api, contracts
+from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mqtt, pytest.mark.mlflow]
 
@@ -35,8 +35,8 @@ def _edgemodel(name: str) -> dict:
     }
 
 
-def _runtime_client(cluster, namespace: str):
-    """A ServiceAccount that may only read EdgeModels and patch their status."""
+def _runtime_kubeconfig(cluster, namespace: str):
+    """A ServiceAccount that may only read EdgeModels' status and patch it."""
     rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.api_client())
     core = kubernetes.client.CoreV1Api(cluster.api_client())
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "runtime"}})
@@ -57,7 +57,11 @@ def _runtime_client(cluster, namespace: str):
             "subjects": [{"kind": "ServiceAccount", "name": "runtime", "namespace": namespace}],
         },
     )
-    return cluster.api_client(cluster.kubeconfig_for_service_account(namespace, "runtime"))
+    return cluster.kubeconfig_for_service_account(namespace, "runtime")
+
+
+def _runtime_client(cluster, namespace: str):
+    return cluster.api_client(_runtime_kubeconfig(cluster, namespace))
 
 
 def test_replica_drift_lands_in_status(
@@ -66,7 +70,9 @@ def test_replica_drift_lands_in_status(
     name = unique_name
     custom = kubernetes.client.CustomObjectsApi(api_client)
     custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, _edgemodel(name))
-    other = api.ReplicaDriftEntry(report_time=datetime.datetime.now(datetime.UTC), rmse=0.1, samples=5)
+    # a replica that stopped reporting an hour ago: not a member, its devices are ours
+    gone_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    other = api.ReplicaDriftEntry(report_time=gone_at, rmse=0.1, samples=5)
     custom.patch_namespaced_custom_object_status(
         api.GROUP,
         api.VERSION,
@@ -108,6 +114,10 @@ def test_replica_drift_lands_in_status(
             testing.sample(runtime.metrics.registry, "edgemodel_status_reports_total", {"result": "failed"})
             == 0
         )
+        registry = runtime.metrics.registry
+        assert testing.sample(registry, "edgemodel_partition_mode", {"mode": "dynamic"}) == 1
+        assert testing.sample(registry, "edgemodel_partition_members") == 1  # the stale entry is no member
+        assert testing.sample(registry, "edgemodel_membership_refreshes_total", {"result": "failed"}) == 0
     finally:
         publisher.close()
         runtime.stop()

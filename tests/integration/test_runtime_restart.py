@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]

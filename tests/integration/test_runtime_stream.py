@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+
 from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]

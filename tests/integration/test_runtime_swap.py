@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
-from edgemodel_runtime import app, testing
 
 from edgemodel import registry
+from edgemodel_runtime import app, testing
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 

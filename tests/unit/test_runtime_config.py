@@ -6,9 +6,9 @@ import json
 import logging
 
 import pytest
-from edgemodel_runtime import config, main
 
 from edgemodel import contracts
+from edgemodel_runtime import config, main
 
 BASE = contracts.RuntimeConfig(
     topics=["plant/+/sensors"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgemodel_runtime import drift
 
 THRESHOLD = 1.0

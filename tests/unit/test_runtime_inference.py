@@ -6,10 +6,10 @@ import threading
 
 import numpy as np
 import pytest
-from edgemodel_runtime import inference, partition
-from edgemodel_runtime.payloads import Reading
 
 from edgemodel import features
+from edgemodel_runtime import inference, partition
+from edgemodel_runtime.payloads import Reading
 
 SPEC = features.FeatureSpec(features=("v",), target="v", horizon=2, lags=1)
 

@@ -6,9 +6,10 @@ import json
 import math
 
 import pytest
-from edgemodel_runtime import payloads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from edgemodel_runtime import payloads
 
 SCHEMA = payloads.Schema(fields=("temp", "humidity"), topics=("plant/+/sensors", "other/#"))
 WITH_FIELD = payloads.Schema(fields=("temp",), device_field="id", max_bytes=256)

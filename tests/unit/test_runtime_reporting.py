@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from edgemodel_runtime import metrics, reporting, testing
 from prometheus_client import CollectorRegistry
+
+from edgemodel_runtime import metrics, reporting, testing
 
 CHANGED = reporting.DriftReport(rmse=2.0, samples=100, detected=True, reason="Threshold", model_version="1")
 
@@ -51,7 +52,7 @@ def test_window_is_uploaded_before_drift_is_reported():
         sink,
         interval=0.05,
         metrics=m,
-        upload_window=lambda window, state: events.append(f"window {len(window)}"),
+        upload_window=lambda window, state, reason: events.append(f"window {len(window)} {reason}"),
     ).start()
     try:
         testing.wait_for(lambda: len(events) == 1, timeout=10, what="first report")
@@ -59,9 +60,10 @@ def test_window_is_uploaded_before_drift_is_reported():
         testing.wait_for(lambda: len(events) == 3, timeout=10, what="drift report")
     finally:
         reporter.stop()
-    assert events == ["report detected=False", "window 2", "report detected=True"]
+    assert events == ["report detected=False", "window 2 drift", "report detected=True"]
     assert sink.entries[-1].to_wire()["reason"] == "Threshold"
-    assert testing.sample(m.registry, "edgemodel_training_windows_total", {"result": "logged"}) == 1
+    logged = {"result": "logged", "reason": "drift"}
+    assert testing.sample(m.registry, "edgemodel_training_windows_total", logged) == 1
 
 
 def test_failed_reports_are_counted_and_retried():
