@@ -38,7 +38,15 @@ class Helper:
     def __init__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                  stderr_path: pathlib.Path | None = None) -> None:  # fmt: skip
         self.argv = list(argv)
-        self._stderr = stderr_path.open("ab") if stderr_path is not None else subprocess.DEVNULL
+        if stderr_path is None:
+            import tempfile
+
+            stderr_path = pathlib.Path(tempfile.mkstemp(prefix="bench-helper-", suffix=".log")[1])
+            self._own_log = True
+        else:
+            self._own_log = False
+        self.stderr_path = stderr_path
+        self._stderr = stderr_path.open("ab")
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr,
                                      stdin=subprocess.DEVNULL, env=_env(env), cwd=REPO,
                                      start_new_session=True)  # fmt: skip
@@ -79,7 +87,8 @@ class Helper:
         out, _ = self.proc.communicate(timeout=timeout)
         lines = [ln for ln in out.decode().splitlines() if ln.strip().startswith("{")]
         if not lines:
-            raise RuntimeError(f"{self.argv[:4]} printed no result (exit {self.proc.returncode})")
+            tail = self.stderr_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.argv[:4]} printed no result (exit {self.proc.returncode}):\n{tail}")
         return dict(json.loads(lines[-1]))
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -97,8 +106,9 @@ class Helper:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        if hasattr(self._stderr, "close"):
-            self._stderr.close()
+        self._stderr.close()
+        if self._own_log:
+            self.stderr_path.unlink(missing_ok=True)
 
 
 def run_json(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> dict[str, Any]:
