@@ -252,14 +252,14 @@ def _example_in(namespace: str) -> str:
 def test_install_runs_the_operator(cluster, namespace, helm_env, tmp_path):
     release = f"em-{namespace}"
     kubeconfig = str(cluster.kubeconfig)
-    # The session fixture already installed the CRD; helm leaves an existing CRD as it is.
-    helm(helm_env, "install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
-         "--set", f"watchNamespace={namespace}", "--set", "image.repository=localhost/edgemodel",
-         "--set", "image.tag=test", "--set", "mlflow.trackingUri=http://127.0.0.1:1",
-         "--wait", "--timeout", "60s")  # fmt: skip
     client = cluster.api_client()
     proc: processes.ManagedProcess | None = None
     try:
+        # The session fixture already installed the CRD; helm leaves an existing CRD as it is.
+        helm(helm_env, "install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
+             "--set", f"watchNamespace={namespace}", "--set", "image.repository=localhost/edgemodel",
+             "--set", "image.tag=test", "--set", "mlflow.trackingUri=http://127.0.0.1:1",
+             "--wait", "--timeout", "60s")  # fmt: skip
         fullname = f"{release}-edgemodel"
         apps = kubernetes.client.AppsV1Api(client)
         processes.wait_until(lambda: _deployment_available(apps, namespace, fullname), timeout=30,
@@ -272,7 +272,9 @@ def test_install_runs_the_operator(cluster, namespace, helm_env, tmp_path):
         assert pod.spec.node_name == "edge-0"
         assert pod.spec.service_account_name == fullname
 
-        # Run the operator as that Pod, with the chart's ServiceAccount and ClusterRole.
+        # Run the operator as that Pod, with the chart's ServiceAccount and ClusterRole. The
+        # Pod's own environment (watchNamespace, POD_NAMESPACE for the Lease, the image) is
+        # used as the chart rendered it; only the credentials and local ports are the test's.
         health_port = processes.free_port()
         proc = pods.start_pod_process(
             client, namespace, pod.metadata.name, tmp_path / "operator",
@@ -281,8 +283,6 @@ def test_install_runs_the_operator(cluster, namespace, helm_env, tmp_path):
                 "EDGEMODEL_METRICS_PORT": str(processes.free_port()),
                 "EDGEMODEL_HEALTH_PORT": str(health_port),
                 "EDGEMODEL_BIND_ADDRESS": "127.0.0.1",
-                "EDGEMODEL_NAMESPACE": namespace,
-                "EDGEMODEL_LEASE_NAMESPACE": namespace,
             },
         )  # fmt: skip
         proc.wait_ready(lambda: _healthy(health_port), timeout=60)
@@ -314,4 +314,4 @@ def test_install_runs_the_operator(cluster, namespace, helm_env, tmp_path):
         if proc is not None:
             proc.stop(timeout=15)
         helm(helm_env, "uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace,
-             "--wait", "--timeout", "60s")  # fmt: skip
+             "--ignore-not-found", "--wait", "--timeout", "60s")  # fmt: skip
