@@ -72,6 +72,9 @@ WINDOW_TAGS = {
     "pod": "edgemodel.pod",
     "reason": "edgemodel.reason",  # "drift" or "periodic" or "manual"
     "model_version": "edgemodel.model_version",
+    # Reading time (the payload's ts) from which the window shows the changed plant; the
+    # trainer trains on the readings from then on when there are enough of them.
+    "change_ts": "edgemodel.change_ts",
 }
 WINDOW_KIND = "training-window"
 
@@ -152,6 +155,10 @@ class TrainerConfig(_Contract):
     data: str | None = None
     """A CSV or Parquet file; when None, the newest training windows in MLflow."""
     edgemodel: str | None = None
+    window_since: float | None = None
+    """Only training windows uploaded at or after this time (epoch seconds) are used."""
+    window_wait_seconds: float = 0.0
+    """How long to wait for such a window to appear before failing."""
 
     def to_argv(self) -> list[str]:
         """``edgemodel-trainer train`` arguments."""
@@ -182,6 +189,10 @@ class TrainerConfig(_Contract):
             argv += ["--data", self.data]
         if self.edgemodel is not None:
             argv += ["--edgemodel", self.edgemodel]
+        if self.window_since is not None:
+            argv += ["--window-since", repr(float(self.window_since))]
+        if self.window_wait_seconds:
+            argv += ["--window-wait", repr(float(self.window_wait_seconds))]
         return argv
 
 

@@ -226,7 +226,7 @@ class Reconciler:
         if plan.start_job is not None:
             req = plan.start_job
             job = jobs.job(em, self.settings, kind=req.kind, number=req.number, reason=req.reason,
-                           rollback_to=req.rollback_to)  # fmt: skip
+                           rollback_to=req.rollback_to, window_since=req.window_since)  # fmt: skip
             started_job = job["metadata"]["name"]
             if not any(j.name == started_job for j in observed.jobs):
                 self.kube.apply(job)

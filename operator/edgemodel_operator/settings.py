@@ -33,6 +33,10 @@ class Settings:
     """backoffLimit of retraining Jobs."""
     job_active_deadline_seconds: int = 1800
     """A retraining Job running longer than this is failed by Kubernetes."""
+    window_wait_seconds: float = 300.0
+    """How long a retraining Job waits for the runtime to upload a window fresh enough to train on."""
+    window_since_slack_seconds: float = 30.0
+    """A window uploaded this long before the drift trigger still counts as fresh."""
     history_limit: int = 10
     """How many model versions ``status.model.history`` keeps."""
     max_backoff_seconds: float = 6 * 3600.0

@@ -41,6 +41,8 @@ class JobRequest:
     number: int
     reason: str
     rollback_to: str | None = None
+    window_since: float | None = None
+    """For a drift retrain: train only on windows uploaded from (about) the trigger on."""
 
     @property
     def name_suffix(self) -> str:
@@ -255,7 +257,8 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         )
         if verdict.start:
             number = r.count + 1
-            start = JobRequest("bootstrap" if bootstrap else "retrain", number, verdict.reason)
+            since = None if bootstrap else now.timestamp() - settings.window_since_slack_seconds
+            start = JobRequest("bootstrap" if bootstrap else "retrain", number, verdict.reason, None, since)
             events.append(
                 Event(
                     "Normal",

@@ -103,7 +103,9 @@ def test_policy_cooldown_rate_limit_and_backoff():
 def test_plan_starts_one_job_on_drift_and_records_it():
     em = _em(_status(replica_drift={"p1": _entry(2.0, detected=True)}))
     p = status.plan(em, _observed(), now=NOW, settings=SETTINGS)
-    assert p.start_job == status.JobRequest("retrain", 1, "DriftDetected")
+    assert p.start_job == status.JobRequest(
+        "retrain", 1, "DriftDetected", window_since=NOW.timestamp() - SETTINGS.window_since_slack_seconds
+    )
     assert p.status.retraining.count == 1 and p.status.retraining.last_triggered_time == NOW
     assert conditions.find(p.status.conditions, "Drifted").status == "True"
     assert conditions.find(p.status.conditions, "Retraining").status == "True"

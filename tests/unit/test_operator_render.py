@@ -124,8 +124,11 @@ def test_retraining_job_is_deterministic_and_bounded():
     args = spec["template"]["spec"]["containers"][0]["args"]
     assert args == contracts.TrainerConfig(
         model_name="line1", tracking_uri=SETTINGS.mlflow_tracking_uri, features=["temperature", "humidity"],
-        target="temperature", edgemodel="plant/line1",
+        target="temperature", edgemodel="plant/line1", window_wait_seconds=SETTINGS.window_wait_seconds,
     ).to_argv()  # fmt: skip
+    since = jobs.job(em, SETTINGS, kind="retrain", number=3, reason="DriftDetected", window_since=1700000000.0)
+    args = since["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--window-since") + 1] == "1700000000.0"
 
 
 def test_rollback_job_points_the_alias_back():

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--training-window", type=_positive, default=2000, help="most recent readings used")
     train.add_argument("--data", help="CSV or Parquet window; default: the newest windows in MLflow")
     train.add_argument("--edgemodel", help="<namespace>/<name> whose training windows to read")
+    train.add_argument("--window-since", type=float, default=None,
+                       help="use only training windows uploaded at or after this epoch time")  # fmt: skip
+    train.add_argument("--window-wait", type=float, default=0.0,
+                       help="seconds to wait for a training window newer than --window-since")  # fmt: skip
     train.add_argument("--termination-log", default=None, help=f"default: ${TERMINATION_LOG_ENV} or "
                        f"{contracts.TERMINATION_LOG}")  # fmt: skip
 
@@ -112,6 +116,8 @@ def parse_train(args: argparse.Namespace) -> contracts.TrainerConfig:
             training_window=args.training_window,
             data=args.data,
             edgemodel=args.edgemodel,
+            window_since=args.window_since,
+            window_wait_seconds=args.window_wait,
         )
         pipeline.spec_of(config)  # refuses empty features, horizon < 1, lags < 0
     except (pydantic.ValidationError, ValueError) as exc:

@@ -162,6 +162,8 @@ def _train(
                 needed=config.training_window,
                 edgemodel=config.edgemodel,
                 max_runs=settings.max_window_runs,
+                since=config.window_since,
+                wait_seconds=config.window_wait_seconds,
             )
             source = tracking.window_source(config.tracking_uri, window_runs[0])
             dataset_name = contracts.WINDOW_KIND

@@ -54,6 +54,8 @@ RUN_TAGS = {
     "reason": "edgemodel.reason",
     "version": "edgemodel.version",
 }
+MIN_ROWS_AFTER_CHANGE = 60
+"""Fewest readings after a marked change for the trainer to train on those alone."""
 MAX_WINDOW_RUNS = 20
 
 Source = DatasetSource | str
@@ -144,27 +146,41 @@ def fetch_windows(
     needed: int,
     edgemodel: str | None = None,
     max_runs: int = MAX_WINDOW_RUNS,
+    since: float | None = None,
+    wait_seconds: float = 0.0,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The newest training windows the runtime logged, newest first, until ``needed`` rows.
 
     Returns the concatenated raw tables (newest run first, so that de-duplication keeps
-    the newest copy of a reading) and the ids of the runs read. Raises
-    :class:`LookupError` when there is no window at all.
+    the newest copy of a reading) and the ids of the runs read. With ``since`` (epoch
+    seconds), only windows uploaded from then on count, and the call waits up to
+    ``wait_seconds`` for one to appear. When the newest window marks where the plant
+    changed (the ``change_ts`` tag) and enough readings follow it, only those are kept, so
+    the challenger learns the plant as it is now. Raises :class:`LookupError` when there is
+    no window at all.
     """
-    experiment = mlflow_client.get_experiment_by_name(contracts.window_experiment(model_name))
+    clauses = [f"tags.`{contracts.WINDOW_TAGS['kind']}` = '{contracts.WINDOW_KIND}'"]
+    if edgemodel is not None:
+        clauses.append(f"tags.`{contracts.WINDOW_TAGS['edgemodel']}` = '{_quote(edgemodel)}'")
+    if since is not None:
+        clauses.append(f"attributes.start_time >= {int(since * 1000)}")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        experiment = mlflow_client.get_experiment_by_name(contracts.window_experiment(model_name))
+        runs = [] if experiment is None else mlflow_client.search_runs(
+            [experiment.experiment_id],
+            filter_string=" and ".join(clauses),
+            order_by=["attributes.start_time DESC"],
+            max_results=max_runs,
+        )  # fmt: skip
+        if runs or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
     if experiment is None:
         raise LookupError(
             f"no --data given and no experiment {contracts.window_experiment(model_name)!r} in MLflow"
         )
-    clauses = [f"tags.`{contracts.WINDOW_TAGS['kind']}` = '{contracts.WINDOW_KIND}'"]
-    if edgemodel is not None:
-        clauses.append(f"tags.`{contracts.WINDOW_TAGS['edgemodel']}` = '{_quote(edgemodel)}'")
-    runs = mlflow_client.search_runs(
-        [experiment.experiment_id],
-        filter_string=" and ".join(clauses),
-        order_by=["attributes.start_time DESC"],
-        max_results=max_runs,
-    )
+    change_ts = (runs[0].data.tags or {}).get(contracts.WINDOW_TAGS["change_ts"]) if runs else None
     tables: list[pd.DataFrame] = []
     run_ids: list[str] = []
     rows = 0
@@ -186,7 +202,16 @@ def fetch_windows(
                 break
     if not tables:
         raise LookupError(f"no readable training window in {contracts.window_experiment(model_name)!r}")
-    return pd.concat(tables, ignore_index=True), run_ids
+    table = pd.concat(tables, ignore_index=True)
+    if change_ts is not None:
+        after = table[pd.to_numeric(table["ts"], errors="coerce") >= float(change_ts)]
+        if len(after) >= MIN_ROWS_AFTER_CHANGE:
+            logger.info("Kept %d of %d readings from the change at ts %s on", len(after), len(table), change_ts)
+            table = after.reset_index(drop=True)
+        else:
+            logger.info("Only %d readings after the change at ts %s; training on the whole window",
+                        len(after), change_ts)  # fmt: skip
+    return table, run_ids
 
 
 def _quote(value: str) -> str:

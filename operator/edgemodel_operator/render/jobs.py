@@ -25,7 +25,9 @@ COMPONENT = "trainer"
 JobKind = Literal["retrain", "bootstrap", "rollback", "scheduled"]
 
 
-def trainer_config(em: EdgeModel, settings: Settings, *, kind: JobKind) -> contracts.TrainerConfig:
+def trainer_config(
+    em: EdgeModel, settings: Settings, *, kind: JobKind, window_since: float | None = None
+) -> contracts.TrainerConfig:
     uri = inference.tracking_uri(em, settings)
     s = em.spec
     return contracts.TrainerConfig(
@@ -41,6 +43,12 @@ def trainer_config(em: EdgeModel, settings: Settings, *, kind: JobKind) -> contr
         training_window=s.retraining.training_window,
         data=s.model.bootstrap_data if kind == "bootstrap" else None,
         edgemodel=em.key,
+        # A drift retrain waits for the window the drifted replica uploads; a bootstrap
+        # without data waits for the first window of a replica serving no model yet.
+        window_since=window_since if kind == "retrain" else None,
+        window_wait_seconds=settings.window_wait_seconds
+        if kind == "retrain" or (kind == "bootstrap" and s.model.bootstrap_data is None)
+        else 0.0,
     )
 
 
@@ -102,6 +110,7 @@ def job(
     number: int,
     reason: str,
     rollback_to: str | None = None,
+    window_since: float | None = None,
 ) -> dict[str, Any]:
     """One Job. ``number`` makes the name; ``reason`` is recorded as an annotation."""
     if kind == "rollback":
@@ -115,7 +124,7 @@ def job(
             "--reason", "RolledBack",
         ]  # fmt: skip
     else:
-        args = trainer_config(em, settings, kind=kind).to_argv()
+        args = trainer_config(em, settings, kind=kind, window_since=window_since).to_argv()
     meta = common.metadata(em, names.job(em.name, kind, number), COMPONENT)
     meta["labels"][names.LABEL_JOB_KIND] = kind
     meta["annotations"] = {names.ANNOTATION_TRIGGER: reason}
