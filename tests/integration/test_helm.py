@@ -230,6 +230,19 @@ def test_prometheusrule_example_matches_chart(helm_env):
     assert standalone["spec"]["groups"] == chart_groups
 
 
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [("replicaCount=0", "/replicaCount"), ("logLevel=LOUD", "/logLevel"),
+     ("image.pullPolicy=Sometimes", "/image/pullPolicy"), ("prometheusRule.driftedFor=soon", "driftedFor")],
+)  # fmt: skip
+def test_values_schema_refuses_bad_values(helm_env, setting, field):
+    argv = [str(binaries.find("helm")), "template", "em", str(CHART), "--kube-version", KUBE_VERSION]
+    proc = subprocess.run([*argv, "--set", setting], capture_output=True, text=True, env=helm_env, timeout=60,
+                          check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert field in proc.stderr, proc.stderr
+
+
 # ---------------------------------------------------------------------------- install
 
 
