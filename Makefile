@@ -38,6 +38,7 @@ lint: venv  ## code-health gates
 
 crd: venv  ## regenerate crds/ from the pydantic models
 	$(PY) -m edgemodel.crd > crds/edgemodel.yaml
+	cp crds/edgemodel.yaml helm/edgemodel/crds/edgemodel.yaml
 
 demo: setup  ## the whole self-healing loop, for real, on this machine
 	.venv/bin/edgemodel demo

@@ -13,6 +13,7 @@ import contextlib
 import os
 import pathlib
 import shutil
+import signal
 import sys
 import urllib.request
 from collections.abc import Mapping
@@ -82,12 +83,12 @@ class OperatorProcess:
 
     def _healthy(self) -> bool:
         url = f"http://127.0.0.1:{self.health_port}/healthz"
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=1) as resp:
             return bool(resp.status == 200)
 
     def metrics_text(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=5) as resp:
             return str(resp.read().decode())
 
     def start(self, timeout: float = 60) -> OperatorProcess:
@@ -122,8 +123,6 @@ class OperatorProcess:
     def kill(self) -> None:
         """Stop at once, as a crash would, without releasing the Lease."""
         if self._process is not None:
-            import signal
-
             self._process.signal(signal.SIGKILL)
             self._process.stop(timeout=5)
 

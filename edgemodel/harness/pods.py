@@ -43,7 +43,9 @@ def job_pod(client: kubernetes.client.ApiClient, namespace: str, job: str, *, ti
     found: list[str] = []
 
     def running() -> bool:
-        pods = _core(client).list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}")
+        pods = _core(client).list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
+        )
         live = [p for p in pods.items if p.status and p.status.phase == "Running"]
         if live:
             found.append(str(live[0].metadata.name))
@@ -76,7 +78,9 @@ def resolve_env(
             out[name] = str((core.read_namespaced_config_map(ref["name"], namespace).data or {})[ref["key"]])
         elif "fieldRef" in source:
             path = source["fieldRef"]["fieldPath"]
-            out[name] = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": namespace}.get(path, "")
+            out[name] = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": namespace}.get(
+                path, ""
+            )
     return out
 
 
@@ -88,7 +92,10 @@ def _script(command: str) -> str:
 
 
 def _materialise_config_maps(
-    client: kubernetes.client.ApiClient, pod: Mapping[str, Any], container: Mapping[str, Any], root: pathlib.Path
+    client: kubernetes.client.ApiClient,
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    root: pathlib.Path,
 ) -> dict[str, str]:
     """Write ConfigMap volumes under ``root``; return a map of mount path to local folder."""
     namespace = pod["metadata"]["namespace"]
@@ -153,10 +160,11 @@ def complete_pod(
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     pod = _pod_dict(client, namespace, pod_name)
     statuses = []
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+    for current in (pod.get("status") or {}).get("containerStatuses") or []:
+        cs = current
         if cs["name"] == container:
             cs = {
-                **cs,
+                **current,
                 "ready": False,
                 "started": False,
                 "state": {
@@ -176,7 +184,12 @@ def complete_pod(
             "containerStatuses": statuses,
             "conditions": [
                 {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+                {
+                    "type": "ContainersReady",
+                    "status": "False",
+                    "reason": "PodCompleted",
+                    "lastTransitionTime": now,
+                },
             ],
         }
     }
@@ -201,10 +214,16 @@ def run_job(
     termination = workdir / f"{pod_name}.termination-log"
     termination.unlink(missing_ok=True)
     proc = start_pod_process(
-        client, namespace, pod_name, workdir, env={**(env or {}), "EDGEMODEL_TERMINATION_LOG": str(termination)}
+        client,
+        namespace,
+        pod_name,
+        workdir,
+        env={**(env or {}), "EDGEMODEL_TERMINATION_LOG": str(termination)},
     )
     try:
-        processes.wait_until(lambda: not proc.running, timeout=timeout, interval=0.2, what=f"Job {job} to finish")
+        processes.wait_until(
+            lambda: not proc.running, timeout=timeout, interval=0.2, what=f"Job {job} to finish"
+        )
     finally:
         code = proc.stop()
     exit_code = 1 if code is None else code
@@ -216,4 +235,3 @@ def run_job(
 def result_of(message: str) -> dict[str, Any]:
     """The trainer's result from a termination message."""
     return dict(json.loads(message))
-

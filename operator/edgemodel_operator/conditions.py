@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from edgemodel import api
 
-__all__ = ["READY", "DRIFTED", "RETRAINING", "DEGRADED", "find", "merge"]
+__all__ = ["DEGRADED", "DRIFTED", "READY", "RETRAINING", "find", "merge"]
 
 READY = "Ready"
 DRIFTED = "Drifted"

@@ -64,7 +64,7 @@ async def _lead_forever(elector: leader.LeaderElector, run: runner.Runner, gauge
     while True:
         try:
             now_leading = await asyncio.to_thread(elector.step)
-        except Exception:  # noqa: BLE001 - keep trying; the Lease will expire if we cannot renew
+        except Exception:
             log.exception("Leader election step failed")
             now_leading = False
         gauge.set(1 if now_leading else 0)
@@ -79,11 +79,21 @@ async def _resync_all(run: runner.Runner) -> None:
     namespaces = [SETTINGS.namespace] if SETTINGS.namespace else None
     try:
         if namespaces is None:
-            items = (await asyncio.to_thread(client._request, "GET", f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}")).get("items") or []  # noqa: SLF001
+            items = (
+                await asyncio.to_thread(
+                    client._request, "GET", f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}"
+                )
+            ).get("items") or []
         else:
             items = []
             for ns in namespaces:
-                items += (await asyncio.to_thread(client._request, "GET", f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{ns}/{api.PLURAL}")).get("items") or []  # noqa: SLF001
+                items += (
+                    await asyncio.to_thread(
+                        client._request,
+                        "GET",
+                        f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{ns}/{api.PLURAL}",
+                    )
+                ).get("items") or []
     except kube.ApiException:
         log.exception("Failed to list EdgeModels for a resync")
         return
@@ -141,21 +151,31 @@ async def changed(namespace: str | None, name: str | None, **_: Any) -> None:
     await _reconcile(namespace, name)
 
 
-@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
+@kopf.timer(
+    api.GROUP,
+    api.VERSION,
+    api.PLURAL,
+    interval=SETTINGS.resync_seconds,
+    initial_delay=SETTINGS.resync_seconds,
+)
 async def resync(namespace: str | None, name: str | None, **_: Any) -> None:
     await _reconcile(namespace, name)
 
 
 def _report_fingerprint(status: Any) -> tuple[Any, ...]:
     drift = (status or {}).get("replicaDrift") or {}
-    return tuple(sorted(
-        (pod, e.get("detected"), e.get("modelVersion"), e.get("modelError"), (e.get("samples") or 0) >= 1)
-        for pod, e in drift.items()
-    ))  # fmt: skip
+    return tuple(
+        sorted(
+            (pod, e.get("detected"), e.get("modelVersion"), e.get("modelError"), (e.get("samples") or 0) >= 1)
+            for pod, e in drift.items()
+        )
+    )
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def reported(event: dict[str, Any], namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+async def reported(
+    event: dict[str, Any], namespace: str | None, name: str | None, memo: Any, **_: Any
+) -> None:
     """A runtime's report changed what matters (drift detected, model version): act at once."""
     if event.get("type") not in ("MODIFIED", "ADDED"):
         return

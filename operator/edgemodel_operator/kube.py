@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from edgemodel import api
 
-__all__ = ["ApiException", "Kube", "Kind", "KINDS"]
+__all__ = ["KINDS", "ApiException", "Kind", "Kube"]
 
 
 @dataclasses.dataclass(frozen=True)

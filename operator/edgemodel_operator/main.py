@@ -16,8 +16,11 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgemodel-operator", description=__doc__)
-    parser.add_argument("--namespace", default=os.environ.get("EDGEMODEL_NAMESPACE"),
-                        help="watch only this namespace (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("EDGEMODEL_NAMESPACE"),
+        help="watch only this namespace (default: all)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -6,6 +6,8 @@ I/O: none here; ``edgemodel_operator.main`` serves the registry over HTTP.
 
 from __future__ import annotations
 
+import contextlib
+
 import prometheus_client as prom
 
 from edgemodel import api
@@ -20,7 +22,10 @@ class OperatorMetrics:
             "edgemodel_operator_reconciles_total", "Reconciles by result", ["result"], registry=registry
         )
         self.reconcile_errors = prom.Counter(
-            "edgemodel_operator_reconcile_errors_total", "Reconciles that raised", ["error"], registry=registry
+            "edgemodel_operator_reconcile_errors_total",
+            "Reconciles that raised",
+            ["error"],
+            registry=registry,
         )
         self.reconcile_seconds = prom.Histogram(
             "edgemodel_operator_reconcile_duration_seconds",
@@ -54,7 +59,9 @@ class OperatorMetrics:
             "edgemodel_retrains", "Retraining Jobs started for the EdgeModel", labels, registry=registry
         )
         self.model_info = prom.Gauge(
-            "edgemodel_model_info", "1 for the serving model version", [*labels, "model", "version"],
+            "edgemodel_model_info",
+            "1 for the serving model version",
+            [*labels, "model", "version"],
             registry=registry,
         )
         self.model_trained = prom.Gauge(
@@ -82,10 +89,8 @@ class OperatorMetrics:
     def forget(self, namespace: str, name: str) -> None:
         """Drop the gauges of a deleted EdgeModel."""
         for gauge in (self.drift_rmse, self.drift_threshold, self.retrains, self.model_trained):
-            try:
+            with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
-            except KeyError:
-                pass
         for gauge in (self.condition, self.model_info):
             for labels in list(getattr(gauge, "_metrics", {})):
                 if labels[:2] == (namespace, name):

@@ -30,8 +30,17 @@ __all__ = ["InvalidSpecError", "Outcome", "Reconciler"]
 log = logging.getLogger(__name__)
 
 # Long-lived kinds the operator prunes when the spec stops wanting them.
-PRUNABLE = ("Deployment", "Service", "ConfigMap", "Secret", "HorizontalPodAutoscaler", "CronJob",
-            "RoleBinding", "Role", "ServiceAccount")  # fmt: skip
+PRUNABLE = (
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "Secret",
+    "HorizontalPodAutoscaler",
+    "CronJob",
+    "RoleBinding",
+    "Role",
+    "ServiceAccount",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +59,14 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-def _status_patch(old: api.EdgeModelStatus, new: api.EdgeModelStatus, gone: Sequence[str]) -> dict[str, Any] | None:
+def _status_patch(
+    old: api.EdgeModelStatus, new: api.EdgeModelStatus, gone: Sequence[str]
+) -> dict[str, Any] | None:
     """A merge patch for everything the operator owns in status; None when nothing changed.
 
     ``replicaDrift`` belongs to the runtime Pods: the operator only removes gone entries.
     """
+
     def owned(s: api.EdgeModelStatus) -> dict[str, Any]:
         wire = s.model_dump(by_alias=True, mode="json", exclude={"replica_drift"})
         return wire
@@ -98,10 +110,12 @@ class Reconciler:
         """``Created``/``Updated`` when this apply changed the object, from its managedFields."""
         meta = obj.get("metadata") or {}
         ours = [
-            m for m in meta.get("managedFields") or []
-            if m.get("manager") == self.kube.field_manager and m.get("operation") == "Apply"
+            m
+            for m in meta.get("managedFields") or []
+            if m.get("manager") == self.kube.field_manager
+            and m.get("operation") == "Apply"
             and not m.get("subresource")
-        ]  # fmt: skip
+        ]
         stamp = str(ours[0].get("time") or "") if ours else ""
         key = (str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
         previous = self._applied_at.get(key)
@@ -119,14 +133,19 @@ class Reconciler:
     def _event(self, em: EdgeModel, event: status.Event) -> None:
         try:
             self.kube.event(
-                {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": em.name,
-                 "namespace": em.namespace, "uid": em.uid},
+                {
+                    "apiVersion": api.API_VERSION,
+                    "kind": api.KIND,
+                    "name": em.name,
+                    "namespace": em.namespace,
+                    "uid": em.uid,
+                },
                 type_=event.type,
                 reason=event.reason,
                 message=event.message,
                 component=self.settings.field_manager,
                 instance=self.settings.identity,
-            )  # fmt: skip
+            )
         except kube.ApiException as exc:
             log.warning("Failed to record Event %s for %s: %s", event.reason, em.key, exc.reason)
 
@@ -143,16 +162,18 @@ class Reconciler:
                     pruned.append(f"{kind}/{meta['name']}")
         return pruned
 
-    def _job_infos(
-        self, em: EdgeModel, now: datetime.datetime
-    ) -> list[observe.JobInfo]:
+    def _job_infos(self, em: EdgeModel, now: datetime.datetime) -> list[observe.JobInfo]:
         infos = []
         last_done = em.status.retraining.last_completed_time
-        for job in self.kube.list("Job", em.namespace, {names.LABEL_EDGEMODEL: em.name, names.LABEL_COMPONENT: "trainer"}):
+        for job in self.kube.list(
+            "Job", em.namespace, {names.LABEL_EDGEMODEL: em.name, names.LABEL_COMPONENT: "trainer"}
+        ):
             info = observe.job_info(job, [], now=now)
-            unfolded = info.finished is not None and (
-                last_done is None or (info.finished_time is not None and info.finished_time > last_done)
-            ) and info.name != em.status.retraining.last_completed_job
+            unfolded = (
+                info.finished is not None
+                and (last_done is None or (info.finished_time is not None and info.finished_time > last_done))
+                and info.name != em.status.retraining.last_completed_job
+            )
             if unfolded:
                 pods = self.kube.list("Pod", em.namespace, {"batch.kubernetes.io/job-name": info.name})
                 info = observe.job_info(job, pods, now=now)
@@ -225,8 +246,15 @@ class Reconciler:
         started_job = None
         if plan.start_job is not None:
             req = plan.start_job
-            job = jobs.job(em, self.settings, kind=req.kind, number=req.number, reason=req.reason,
-                           rollback_to=req.rollback_to, window_since=req.window_since)  # fmt: skip
+            job = jobs.job(
+                em,
+                self.settings,
+                kind=req.kind,
+                number=req.number,
+                reason=req.reason,
+                rollback_to=req.rollback_to,
+                window_since=req.window_since,
+            )
             started_job = job["metadata"]["name"]
             if not any(j.name == started_job for j in observed.jobs):
                 self.kube.apply(job)
@@ -249,8 +277,12 @@ class Reconciler:
         if created or updated or pruned or plan.events:
             log.info(
                 "Reconciled EdgeModel %s: created %s, updated %s, deleted %s, events %s",
-                em.key, created, updated, pruned, [e.reason for e in plan.events],
-            )  # fmt: skip
+                em.key,
+                created,
+                updated,
+                pruned,
+                [e.reason for e in plan.events],
+            )
         if self.metrics:
             self.metrics.observe_status(namespace, name, plan.status)
         return Outcome(

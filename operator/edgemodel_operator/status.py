@@ -75,6 +75,7 @@ def known_version(history: Sequence[api.ModelHistoryEntry]) -> str | None:
 
 
 def _fold_results(
+    *,
     em: EdgeModel,
     r: api.RetrainingStatus,
     model: api.ModelStatus,
@@ -213,7 +214,7 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         ),
         key=lambda j: (j.finished_time, j.name),
     )
-    r, model = _fold_results(em, r, old.model, finished, settings, events)
+    r, model = _fold_results(em=em, r=r, model=old.model, finished=finished, settings=settings, events=events)
 
     champion = known_version(model.history)
     drift = summary.summarise(
@@ -242,10 +243,16 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         bootstrap = serving is None
         # A bootstrap is not a drift trigger: it neither waits for nor starts the drift
         # cooldown; only its own failures back it off, counted from when the last one ended.
-        gate = r.model_copy(
-            update={"last_triggered_time": r.last_completed_time if r.consecutive_failures else None,
-                    "recent_triggers": []}
-        ) if bootstrap else r  # fmt: skip
+        gate = (
+            r.model_copy(
+                update={
+                    "last_triggered_time": r.last_completed_time if r.consecutive_failures else None,
+                    "recent_triggers": [],
+                }
+            )
+            if bootstrap
+            else r
+        )
         verdict = policy.should_retrain(
             em.spec,
             gate,
@@ -291,21 +298,33 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
     broker_ok = observed.broker is None or observed.broker.available
     updates: list[tuple[str, api.ConditionStatus, str, str]] = []
     updates.append(
-        (conditions.INFERENCE_AVAILABLE, "True", "MinimumReplicasAvailable",
-         f"{observed.inference.ready_replicas} inference replicas ready")
+        (
+            conditions.INFERENCE_AVAILABLE,
+            "True",
+            "MinimumReplicasAvailable",
+            f"{observed.inference.ready_replicas} inference replicas ready",
+        )
         if inference_ok
-        else (conditions.INFERENCE_AVAILABLE, "False", "MinimumReplicasUnavailable",
-              observed.inference.message or "no inference replica is ready")
-    )  # fmt: skip
+        else (
+            conditions.INFERENCE_AVAILABLE,
+            "False",
+            "MinimumReplicasUnavailable",
+            observed.inference.message or "no inference replica is ready",
+        )
+    )
     if observed.broker is None:
         updates.append((conditions.BROKER_AVAILABLE, "True", "ExternalBroker", "the broker is external"))
     elif observed.broker.available:
         updates.append((conditions.BROKER_AVAILABLE, "True", "MinimumReplicasAvailable", "broker is up"))
     else:
         updates.append(
-            (conditions.BROKER_AVAILABLE, "False", "MinimumReplicasUnavailable",
-             observed.broker.message or "the managed broker is not ready")
-        )  # fmt: skip
+            (
+                conditions.BROKER_AVAILABLE,
+                "False",
+                "MinimumReplicasUnavailable",
+                observed.broker.message or "the managed broker is not ready",
+            )
+        )
     if serving is None:
         ready = ("False", "NoModel", f"no version of {em.model_name} is serving yet")
     elif not broker_ok:
@@ -317,7 +336,8 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         ready = (
             "True",
             "Serving",
-            f"{em.model_name} version {serving} serving on {observed.inference.ready_replicas} replicas{note}",
+            f"{em.model_name} version {serving} serving on "
+            f"{observed.inference.ready_replicas} replicas{note}",
         )
     updates.append((conditions.READY, ready[0], ready[1], ready[2]))  # type: ignore[arg-type]
 
@@ -325,8 +345,14 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
     if d.detected:
         worst = drift.live.get(d.replica or "")
         rule = worst.reason if worst is not None and worst.reason else "Threshold"
-        updates.append((conditions.DRIFTED, "True", f"{rule}Exceeded" if rule == "Threshold" else "ChangeDetected",
-                        _drift_message(d)))  # fmt: skip
+        updates.append(
+            (
+                conditions.DRIFTED,
+                "True",
+                f"{rule}Exceeded" if rule == "Threshold" else "ChangeDetected",
+                _drift_message(d),
+            )
+        )
     elif drift.eligible == 0:
         why = "NoReports" if not drift.live else "InsufficientSamples"
         updates.append((conditions.DRIFTED, "Unknown", why, "no replica has a full drift window yet"))
@@ -334,20 +360,33 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         updates.append((conditions.DRIFTED, "False", "WithinThreshold", _drift_message(d)))
 
     if active_name is not None:
-        updates.append((conditions.RETRAINING, "True", active_trigger or "DriftDetected", f"Job {active_name} is running"))
+        updates.append(
+            (
+                conditions.RETRAINING,
+                "True",
+                active_trigger or "DriftDetected",
+                f"Job {active_name} is running",
+            )
+        )
     elif verdict is not None and drift.status.detected and not verdict.start:
         updates.append((conditions.RETRAINING, "False", verdict.reason, verdict.message))
     else:
         reason = r.last_outcome or "Idle"
-        message = f"last Job {r.last_completed_job}: {r.last_reason}" if r.last_completed_job else "no Job has run"
+        message = (
+            f"last Job {r.last_completed_job}: {r.last_reason}" if r.last_completed_job else "no Job has run"
+        )
         updates.append((conditions.RETRAINING, "False", reason, message))
 
     if policy.is_degraded(em.spec.retraining, r):
         updates.append(
-            (conditions.DEGRADED, "True", "TooManyRejections",
-             f"{r.consecutive_rejections} challengers in a row were rejected; retraining stopped until "
-             f"the spec changes or the {names.ANNOTATION_RETRY} annotation is set")
-        )  # fmt: skip
+            (
+                conditions.DEGRADED,
+                "True",
+                "TooManyRejections",
+                f"{r.consecutive_rejections} challengers in a row were rejected; retraining stopped until "
+                f"the spec changes or the {names.ANNOTATION_RETRY} annotation is set",
+            )
+        )
     else:
         updates.append((conditions.DEGRADED, "False", "AsExpected", "retraining is enabled"))
 
@@ -368,7 +407,8 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
 
 def _drift_message(d: api.DriftStatus) -> str:
     rmse = "n/a" if d.rmse is None else f"{d.rmse:.4g}"
-    return f"rolling RMSE {rmse} (threshold {d.threshold}) over {d.samples} outcomes on {d.replica or 'no replica'}"
+    where = d.replica or "no replica"
+    return f"rolling RMSE {rmse} (threshold {d.threshold}) over {d.samples} outcomes on {where}"
 
 
 _FLIP_EVENTS = {

@@ -16,7 +16,9 @@ def body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name}, "spec": spec}
 
 
-def create(client: kubernetes.client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def create(
+    client: kubernetes.client.ApiClient, namespace: str, name: str, spec: dict[str, Any]
+) -> dict[str, Any]:
     return kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
         api.GROUP, api.VERSION, namespace, api.PLURAL, body(name, spec)
     )
@@ -37,7 +39,13 @@ def condition(st: api.EdgeModelStatus, type_: str) -> api.Condition | None:
 
 
 def wait_condition(
-    client: kubernetes.client.ApiClient, namespace: str, name: str, type_: str, value: str, *, timeout: float = 60
+    client: kubernetes.client.ApiClient,
+    namespace: str,
+    name: str,
+    type_: str,
+    value: str,
+    *,
+    timeout: float = 60,
 ) -> api.EdgeModelStatus:
     seen: list[api.EdgeModelStatus] = []
 
@@ -48,7 +56,9 @@ def wait_condition(
         return cond is not None and cond.status == value
 
     try:
-        processes.wait_until(check, timeout=timeout, interval=0.2, what=f"{type_}={value} on {namespace}/{name}")
+        processes.wait_until(
+            check, timeout=timeout, interval=0.2, what=f"{type_}={value} on {namespace}/{name}"
+        )
     except TimeoutError as exc:
         last = seen[-1].model_dump(mode="json", by_alias=True) if seen else None
         raise TimeoutError(f"{exc}; last status: {json.dumps(last)[:3000]}") from exc
@@ -56,16 +66,22 @@ def wait_condition(
 
 
 def jobs(client: kubernetes.client.ApiClient, namespace: str, name: str) -> list[Any]:
-    items = kubernetes.client.BatchV1Api(client).list_namespaced_job(
-        namespace, label_selector=f"edgeml.dev/edgemodel={name}"
-    ).items
+    items = (
+        kubernetes.client.BatchV1Api(client)
+        .list_namespaced_job(namespace, label_selector=f"edgeml.dev/edgemodel={name}")
+        .items
+    )
     return sorted(items, key=lambda j: j.metadata.name)
 
 
 def inference_pods(client: kubernetes.client.ApiClient, namespace: str, name: str) -> list[str]:
-    items = kubernetes.client.CoreV1Api(client).list_namespaced_pod(
-        namespace, label_selector=f"edgeml.dev/edgemodel={name},app.kubernetes.io/component=inference"
-    ).items
+    items = (
+        kubernetes.client.CoreV1Api(client)
+        .list_namespaced_pod(
+            namespace, label_selector=f"edgeml.dev/edgemodel={name},app.kubernetes.io/component=inference"
+        )
+        .items
+    )
     return sorted(p.metadata.name for p in items if p.metadata.deletion_timestamp is None)
 
 
@@ -96,7 +112,11 @@ def report(
 
 
 def finish_job(
-    client: kubernetes.client.ApiClient, namespace: str, job: str, result: contracts.TrainingResult, exit_code: int
+    client: kubernetes.client.ApiClient,
+    namespace: str,
+    job: str,
+    result: contracts.TrainingResult,
+    exit_code: int,
 ) -> None:
     """Record on the Job's Pod what a trainer container wrote: its exit code and result."""
     pod = pods.job_pod(client, namespace, job)

@@ -11,7 +11,6 @@ import pathlib
 
 import kubernetes
 import pytest
-
 from mlflow.tracking import MlflowClient
 
 from edgemodel import api, contracts
@@ -27,20 +26,28 @@ NAME = "line1"
 
 def _spec(bootstrap_csv: pathlib.Path, **retraining: int) -> dict:
     return {
-        "sensors": {"topics": ["plant/line1/+/telemetry"], "features": ["temperature", "humidity"],
-                    "target": "temperature"},
+        "sensors": {
+            "topics": ["plant/line1/+/telemetry"],
+            "features": ["temperature", "humidity"],
+            "target": "temperature",
+        },
         "drift": {"threshold": 1.5, "window": 100},
         "scaling": {"minReplicas": 1, "maxReplicas": 3},
         "retraining": {"cooldownSeconds": 300, **retraining},
         "model": {"algorithm": "ridge", "bootstrapData": str(bootstrap_csv)},
-    }  # fmt: skip
+    }
 
 
 def _upload_window(uri: str, model_name: str, edgemodel: str, rows: list[dict]) -> None:
     """What a drifted runtime replica does before it reports: log its window to MLflow."""
-    readings = [payloads.Reading(str(r["device"]), float(r["ts"]),
-                                 {"temperature": float(r["temperature"]), "humidity": float(r["humidity"])})
-                for r in rows]  # fmt: skip
+    readings = [
+        payloads.Reading(
+            str(r["device"]),
+            float(r["ts"]),
+            {"temperature": float(r["temperature"]), "humidity": float(r["humidity"])},
+        )
+        for r in rows
+    ]
     window.upload(
         MlflowClient(uri),
         readings,
@@ -64,9 +71,12 @@ def test_edgemodel_lifecycle(cluster, api_client, namespace, operators, mlflow_s
     # Every child exists with the right fields.
     apps = kubernetes.client.AppsV1Api(api_client)
     processes.wait_until(
-        lambda: apps.read_namespaced_deployment_status(f"{NAME}-inference", namespace).status.ready_replicas == 1,
-        timeout=60, what="the inference Deployment",
-    )  # fmt: skip
+        lambda: (
+            apps.read_namespaced_deployment_status(f"{NAME}-inference", namespace).status.ready_replicas == 1
+        ),
+        timeout=60,
+        what="the inference Deployment",
+    )
     dep = apps.read_namespaced_deployment(f"{NAME}-inference", namespace)
     container = dep.spec.template.spec.containers[0]
     assert container.command == ["edgemodel-runtime"]
@@ -97,7 +107,9 @@ def test_edgemodel_lifecycle(cluster, api_client, namespace, operators, mlflow_s
     # No model yet: not Ready, and a bootstrap Job trains the first version.
     st = edgemodels.wait_condition(api_client, namespace, NAME, "Ready", "False")
     assert edgemodels.condition(st, "Ready").reason == "NoModel"
-    processes.wait_until(lambda: edgemodels.jobs(api_client, namespace, NAME), timeout=30, what="bootstrap Job")
+    processes.wait_until(
+        lambda: edgemodels.jobs(api_client, namespace, NAME), timeout=30, what="bootstrap Job"
+    )
     (job,) = edgemodels.jobs(api_client, namespace, NAME)
     assert job.metadata.name == f"{NAME}-bootstrap-1"
     assert job.spec.backoff_limit is not None and job.spec.ttl_seconds_after_finished is not None
@@ -112,8 +124,9 @@ def test_edgemodel_lifecycle(cluster, api_client, namespace, operators, mlflow_s
     drifted = data.plant_readings(n=300, offset=4.0, seed=11, start_ts=1_700_100_000.0)
     _upload_window(mlflow_server.uri, model_name, f"{namespace}/{NAME}", drifted)
     edgemodels.report(api_client, namespace, NAME, pod, rmse=4.2, samples=100, detected=True, version="1")
-    processes.wait_until(lambda: len(edgemodels.jobs(api_client, namespace, NAME)) == 2, timeout=10,
-                         what="a retraining Job")  # fmt: skip
+    processes.wait_until(
+        lambda: len(edgemodels.jobs(api_client, namespace, NAME)) == 2, timeout=10, what="a retraining Job"
+    )
     st = edgemodels.wait_condition(api_client, namespace, NAME, "Retraining", "True")
     assert edgemodels.condition(st, "Drifted").status == "True"
     assert st.drift.rmse == pytest.approx(4.2)
@@ -123,10 +136,15 @@ def test_edgemodel_lifecycle(cluster, api_client, namespace, operators, mlflow_s
     edgemodels.report(api_client, namespace, NAME, pod, rmse=4.5, samples=100, detected=True, version="1")
     edgemodels.report(api_client, namespace, NAME, pod, rmse=4.6, samples=100, detected=True, version="1")
     op_metrics_before = op.metrics_text()
-    processes.wait_until(lambda: edgemodels.status(api_client, namespace, NAME).drift.rmse == pytest.approx(4.6),
-                         timeout=30, what="the operator to see the new report")  # fmt: skip
+    processes.wait_until(
+        lambda: edgemodels.status(api_client, namespace, NAME).drift.rmse == pytest.approx(4.6),
+        timeout=30,
+        what="the operator to see the new report",
+    )
     assert [j.metadata.name for j in edgemodels.jobs(api_client, namespace, NAME)] == [
-        f"{NAME}-bootstrap-1", f"{NAME}-retrain-2"]  # fmt: skip
+        f"{NAME}-bootstrap-1",
+        f"{NAME}-retrain-2",
+    ]
 
     # The retraining Job runs the real trainer on the drifted window and promotes version 2.
     code, message = pods.run_job(api_client, namespace, f"{NAME}-retrain-2", tmp_path / "jobs")
@@ -140,13 +158,17 @@ def test_edgemodel_lifecycle(cluster, api_client, namespace, operators, mlflow_s
 
     # The replica swaps to version 2 and its window refills: the status says version 2 serves.
     edgemodels.report(api_client, namespace, NAME, pod, rmse=0.3, samples=100, detected=False, version="2")
-    processes.wait_until(lambda: edgemodels.status(api_client, namespace, NAME).model.version == "2",
-                         timeout=30, what="version 2 serving")  # fmt: skip
+    processes.wait_until(
+        lambda: edgemodels.status(api_client, namespace, NAME).model.version == "2",
+        timeout=30,
+        what="version 2 serving",
+    )
     st = edgemodels.wait_condition(api_client, namespace, NAME, "Drifted", "False")
 
     # Events were recorded for what happened, and metrics counted reconciles.
-    reasons = {e.reason for e in core.list_namespaced_event(namespace).items
-               if e.involved_object.kind == api.KIND}  # fmt: skip
+    reasons = {
+        e.reason for e in core.list_namespaced_event(namespace).items if e.involved_object.kind == api.KIND
+    }
     assert {"Created", "RetrainingStarted", "ModelPromoted", "DriftDetected"} <= reasons
     assert 'edgemodel_operator_reconciles_total{result="ok"}' in op_metrics_before
     assert 'edgemodel_operator_jobs_started_total{kind="retrain"} 1.0' in op.metrics_text()

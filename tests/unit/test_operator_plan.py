@@ -20,17 +20,30 @@ UP = observe.Deployment(True, True, 1, "")
 
 
 def _entry(rmse, samples=100, detected=False, version="1", age=0.0, reason=None):
-    return api.ReplicaDriftEntry(rmse=rmse, samples=samples, detected=detected, model_version=version,
-                                 report_time=NOW - datetime.timedelta(seconds=age),
-                                 reason=reason or ("Threshold" if detected else None))  # fmt: skip
+    return api.ReplicaDriftEntry(
+        rmse=rmse,
+        samples=samples,
+        detected=detected,
+        model_version=version,
+        report_time=NOW - datetime.timedelta(seconds=age),
+        reason=reason or ("Threshold" if detected else None),
+    )
 
 
 def _em(status_: dict | None = None, generation: int = 1, annotations=None, spec=SPEC) -> EdgeModel:
-    return EdgeModel.from_body({
-        "metadata": {"name": "em", "namespace": "ns", "uid": "u", "generation": generation,
-                     "annotations": annotations or {}},
-        "spec": spec, "status": status_ or {},
-    })  # fmt: skip
+    return EdgeModel.from_body(
+        {
+            "metadata": {
+                "name": "em",
+                "namespace": "ns",
+                "uid": "u",
+                "generation": generation,
+                "annotations": annotations or {},
+            },
+            "spec": spec,
+            "status": status_ or {},
+        }
+    )
 
 
 def _status(**fields) -> dict:
@@ -46,34 +59,58 @@ def _observed(pods=("p1",), jobs=()):
 
 
 def _job(name, *, finished=None, result=None, created=NOW, done=NOW, kind="retrain"):
-    return observe.JobInfo(name=name, kind=kind, trigger="DriftDetected", created=created, active=finished is None,
-                           finished=finished, finished_time=done if finished else None, result=result,
-                           failure="BackoffLimitExceeded: x" if finished == "Failed" else "")  # fmt: skip
+    return observe.JobInfo(
+        name=name,
+        kind=kind,
+        trigger="DriftDetected",
+        created=created,
+        active=finished is None,
+        finished=finished,
+        finished_time=done if finished else None,
+        result=result,
+        failure="BackoffLimitExceeded: x" if finished == "Failed" else "",
+    )
 
 
 def test_summary_takes_the_worst_replica_with_a_full_window():
     s = summary.summarise(
         {"a": _entry(3.0, samples=20, detected=True), "b": _entry(0.5), "c": _entry(0.8)},
-        live_pods={"a", "b", "c"}, threshold=1.0, window=100, now=NOW, stale_after=datetime.timedelta(minutes=5),
-    )  # fmt: skip
+        live_pods={"a", "b", "c"},
+        threshold=1.0,
+        window=100,
+        now=NOW,
+        stale_after=datetime.timedelta(minutes=5),
+    )
     assert (s.status.replica, s.status.rmse, s.status.detected, s.eligible) == ("c", 0.8, False, 2)
 
 
 def test_summary_counts_a_change_detector_before_the_window_fills():
     s = summary.summarise(
         {"a": _entry(1.4, samples=30, detected=True, reason="ChangeDetector"), "b": _entry(0.5)},
-        live_pods={"a", "b"}, threshold=1.0, window=100, now=NOW, stale_after=datetime.timedelta(minutes=5),
-    )  # fmt: skip
+        live_pods={"a", "b"},
+        threshold=1.0,
+        window=100,
+        now=NOW,
+        stale_after=datetime.timedelta(minutes=5),
+    )
     assert s.status.detected and s.status.replica == "a"
 
 
 def test_summary_drops_gone_and_ignores_stale_and_superseded_replicas():
     s = summary.summarise(
-        {"gone": _entry(9.0, detected=True), "stale": _entry(5.0, detected=True, age=900),
-         "old": _entry(4.0, detected=True, version="1"), "new": _entry(0.2, version="2")},
-        live_pods={"stale", "old", "new"}, threshold=1.0, window=100, now=NOW,
-        stale_after=datetime.timedelta(minutes=5), expected_version="2",
-    )  # fmt: skip
+        {
+            "gone": _entry(9.0, detected=True),
+            "stale": _entry(5.0, detected=True, age=900),
+            "old": _entry(4.0, detected=True, version="1"),
+            "new": _entry(0.2, version="2"),
+        },
+        live_pods={"stale", "old", "new"},
+        threshold=1.0,
+        window=100,
+        now=NOW,
+        stale_after=datetime.timedelta(minutes=5),
+        expected_version="2",
+    )
     assert s.gone == ("gone",)
     assert not s.status.detected
     assert s.serving_version in ("1", "2")
@@ -82,21 +119,55 @@ def test_summary_drops_gone_and_ignores_stale_and_superseded_replicas():
 def test_policy_cooldown_rate_limit_and_backoff():
     spec = api.EdgeModelSpec.model_validate(SPEC)
     r = api.RetrainingStatus(last_triggered_time=NOW - datetime.timedelta(seconds=100))
-    v = policy.should_retrain(spec, r, wanted=True, wanted_reason="DriftDetected", active_job=None, now=NOW,
-                              max_backoff=datetime.timedelta(hours=6))  # fmt: skip
+    v = policy.should_retrain(
+        spec,
+        r,
+        wanted=True,
+        wanted_reason="DriftDetected",
+        active_job=None,
+        now=NOW,
+        max_backoff=datetime.timedelta(hours=6),
+    )
     assert (v.start, v.reason) == (False, "Cooldown")
-    r = api.RetrainingStatus(last_triggered_time=NOW - datetime.timedelta(seconds=400),
-                             recent_triggers=[NOW - datetime.timedelta(minutes=50), NOW - datetime.timedelta(minutes=7)])  # fmt: skip
-    v = policy.should_retrain(spec, r, wanted=True, wanted_reason="DriftDetected", active_job=None, now=NOW,
-                              max_backoff=datetime.timedelta(hours=6))  # fmt: skip
+    r = api.RetrainingStatus(
+        last_triggered_time=NOW - datetime.timedelta(seconds=400),
+        recent_triggers=[NOW - datetime.timedelta(minutes=50), NOW - datetime.timedelta(minutes=7)],
+    )
+    v = policy.should_retrain(
+        spec,
+        r,
+        wanted=True,
+        wanted_reason="DriftDetected",
+        active_job=None,
+        now=NOW,
+        max_backoff=datetime.timedelta(hours=6),
+    )
     assert (v.start, v.reason) == (False, "RateLimited")
-    r = api.RetrainingStatus(last_triggered_time=NOW - datetime.timedelta(seconds=400), consecutive_failures=2)
-    assert policy.backoff(spec.retraining, r, max_backoff=datetime.timedelta(hours=6)) == datetime.timedelta(seconds=1200)
-    v = policy.should_retrain(spec, r, wanted=True, wanted_reason="DriftDetected", active_job=None, now=NOW,
-                              max_backoff=datetime.timedelta(hours=6))  # fmt: skip
+    r = api.RetrainingStatus(
+        last_triggered_time=NOW - datetime.timedelta(seconds=400), consecutive_failures=2
+    )
+    assert policy.backoff(spec.retraining, r, max_backoff=datetime.timedelta(hours=6)) == datetime.timedelta(
+        seconds=1200
+    )
+    v = policy.should_retrain(
+        spec,
+        r,
+        wanted=True,
+        wanted_reason="DriftDetected",
+        active_job=None,
+        now=NOW,
+        max_backoff=datetime.timedelta(hours=6),
+    )
     assert (v.start, v.reason) == (False, "Backoff")
-    v = policy.should_retrain(spec, api.RetrainingStatus(), wanted=True, wanted_reason="DriftDetected",
-                              active_job="em-retrain-1", now=NOW, max_backoff=datetime.timedelta(hours=6))  # fmt: skip
+    v = policy.should_retrain(
+        spec,
+        api.RetrainingStatus(),
+        wanted=True,
+        wanted_reason="DriftDetected",
+        active_job="em-retrain-1",
+        now=NOW,
+        max_backoff=datetime.timedelta(hours=6),
+    )
     assert (v.start, v.reason) == (False, "JobActive")
 
 
@@ -117,17 +188,30 @@ def test_plan_starts_one_job_on_drift_and_records_it():
 
 
 def test_plan_folds_a_promotion_once():
-    st = _status(replica_drift={"p1": _entry(2.0, detected=True)},
-                 retraining=api.RetrainingStatus(count=1, last_job="em-retrain-1", last_triggered_time=NOW))  # fmt: skip
-    result = contracts.TrainingResult(outcome="Promoted", reason="BeatChampion: yes", model_name="em", version="2",
-                                      champion_version="2", champion_rmse=2.0, holdout_rmse=0.4)  # fmt: skip
+    st = _status(
+        replica_drift={"p1": _entry(2.0, detected=True)},
+        retraining=api.RetrainingStatus(count=1, last_job="em-retrain-1", last_triggered_time=NOW),
+    )
+    result = contracts.TrainingResult(
+        outcome="Promoted",
+        reason="BeatChampion: yes",
+        model_name="em",
+        version="2",
+        champion_version="2",
+        champion_rmse=2.0,
+        holdout_rmse=0.4,
+    )
     done = _job("em-retrain-1", finished="Complete", result=result)
     p = status.plan(_em(st), _observed(jobs=[done]), now=NOW, settings=SETTINGS)
     assert [h.version for h in p.status.model.history] == ["1", "2"]
     assert p.status.model.history[-1].previous_version == "1"
     assert conditions.find(p.status.conditions, "Retraining").reason == "Promoted"
-    p2 = status.plan(_em(p.status.model_dump(by_alias=True, mode="json")), _observed(jobs=[done]), now=NOW,
-                     settings=SETTINGS)  # fmt: skip
+    p2 = status.plan(
+        _em(p.status.model_dump(by_alias=True, mode="json")),
+        _observed(jobs=[done]),
+        now=NOW,
+        settings=SETTINGS,
+    )
     assert [h.version for h in p2.status.model.history] == ["1", "2"]
     # The replica still serving version 1 cannot trigger another retrain.
     assert p2.start_job is None
@@ -141,8 +225,10 @@ def test_plan_without_a_model_bootstraps_and_is_not_ready():
 
 
 def test_plan_degrades_after_rejections_and_a_spec_change_clears_it():
-    st = _status(replica_drift={"p1": _entry(2.0, detected=True)},
-                 retraining=api.RetrainingStatus(count=2, consecutive_rejections=2))  # fmt: skip
+    st = _status(
+        replica_drift={"p1": _entry(2.0, detected=True)},
+        retraining=api.RetrainingStatus(count=2, consecutive_rejections=2),
+    )
     p = status.plan(_em(st), _observed(), now=NOW, settings=SETTINGS)
     assert p.start_job is None
     assert conditions.find(p.status.conditions, "Degraded").status == "True"
@@ -152,9 +238,12 @@ def test_plan_degrades_after_rejections_and_a_spec_change_clears_it():
 
 
 def test_plan_rolls_back_a_version_clearly_worse_live():
-    history = [api.ModelHistoryEntry(version="1", outcome="Promoted", time=NOW),
-               api.ModelHistoryEntry(version="2", outcome="Promoted", time=NOW, champion_rmse=1.0,
-                                     previous_version="1")]  # fmt: skip
+    history = [
+        api.ModelHistoryEntry(version="1", outcome="Promoted", time=NOW),
+        api.ModelHistoryEntry(
+            version="2", outcome="Promoted", time=NOW, champion_rmse=1.0, previous_version="1"
+        ),
+    ]
     st = _status(model=api.ModelStatus(history=history), replica_drift={"p1": _entry(2.0, version="2")})
     p = status.plan(_em(st), _observed(), now=NOW, settings=SETTINGS)
     assert p.start_job == status.JobRequest("rollback", 2, "RollbackDue", "1")

@@ -15,14 +15,19 @@ from edgemodel_operator.resource import EdgeModel, InvalidSpecError
 from edgemodel_operator.settings import Settings
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
-SETTINGS = Settings(mlflow_tracking_uri="http://mlflow.mlflow.svc:5000", image="registry.example/edgemodel:1.0")
+SETTINGS = Settings(
+    mlflow_tracking_uri="http://mlflow.mlflow.svc:5000", image="registry.example/edgemodel:1.0"
+)
 
 
 def _em(spec: dict, name: str = "line1", **status) -> EdgeModel:
     return EdgeModel.from_body(
-        {"metadata": {"name": name, "namespace": "plant", "uid": "uid-1", "generation": 1},
-         "spec": spec, "status": status}
-    )  # fmt: skip
+        {
+            "metadata": {"name": name, "namespace": "plant", "uid": "uid-1", "generation": 1},
+            "spec": spec,
+            "status": status,
+        }
+    )
 
 
 def _example(file: str) -> dict:
@@ -37,12 +42,18 @@ def _by_kind(objs: list[dict]) -> dict[tuple[str, str], dict]:
 def test_managed_broker_example_renders_every_child():
     objs = _by_kind(render.desired(_em(_example("edgemodel.yaml")), SETTINGS, generated_password="s3cret"))
     assert set(objs) == {
-        ("Secret", "line1-broker-credentials"), ("ConfigMap", "line1-broker-config"),
-        ("Deployment", "line1-broker"), ("Service", "line1-broker"),
-        ("ConfigMap", "line1-runtime-config"), ("ServiceAccount", "line1-runtime"), ("Role", "line1-runtime"),
-        ("RoleBinding", "line1-runtime"), ("Deployment", "line1-inference"), ("Service", "line1-inference"),
+        ("Secret", "line1-broker-credentials"),
+        ("ConfigMap", "line1-broker-config"),
+        ("Deployment", "line1-broker"),
+        ("Service", "line1-broker"),
+        ("ConfigMap", "line1-runtime-config"),
+        ("ServiceAccount", "line1-runtime"),
+        ("Role", "line1-runtime"),
+        ("RoleBinding", "line1-runtime"),
+        ("Deployment", "line1-inference"),
+        ("Service", "line1-inference"),
         ("HorizontalPodAutoscaler", "line1-inference"),
-    }  # fmt: skip
+    }
     for obj in objs.values():
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == names.MANAGED_BY
@@ -59,7 +70,10 @@ def test_inference_deployment_leaves_replicas_to_the_hpa_and_is_hardened():
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e for e in container["env"]}
-    assert env["MQTT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "line1-broker-credentials", "key": "password"}
+    assert env["MQTT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "line1-broker-credentials",
+        "key": "password",
+    }
     hpa = objs[("HorizontalPodAutoscaler", "line1-inference")]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
@@ -80,11 +94,18 @@ def test_runtime_config_carries_the_spec_and_no_credentials():
 
 def test_a_spec_change_changes_the_pod_template_hash():
     spec = _example("edgemodel.yaml")
-    before = _by_kind(render.desired(_em(spec), SETTINGS, generated_password="x"))[("Deployment", "line1-inference")]
+    before = _by_kind(render.desired(_em(spec), SETTINGS, generated_password="x"))[
+        ("Deployment", "line1-inference")
+    ]
     spec = {**spec, "sensors": {**spec["sensors"], "topics": ["plant/line2/+/telemetry"]}}
-    after = _by_kind(render.desired(_em(spec), SETTINGS, generated_password="x"))[("Deployment", "line1-inference")]
+    after = _by_kind(render.desired(_em(spec), SETTINGS, generated_password="x"))[
+        ("Deployment", "line1-inference")
+    ]
     key = names.ANNOTATION_CONFIG_HASH
-    assert before["spec"]["template"]["metadata"]["annotations"][key] != after["spec"]["template"]["metadata"]["annotations"][key]
+    assert (
+        before["spec"]["template"]["metadata"]["annotations"][key]
+        != after["spec"]["template"]["metadata"]["annotations"][key]
+    )
 
 
 def test_external_broker_renders_no_broker_and_uses_the_users_secret():
@@ -122,18 +143,33 @@ def test_retraining_job_is_deterministic_and_bounded():
     rule = spec["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2, 3]
     args = spec["template"]["spec"]["containers"][0]["args"]
-    assert args == contracts.TrainerConfig(
-        model_name="line1", tracking_uri=SETTINGS.mlflow_tracking_uri, features=["temperature", "humidity"],
-        target="temperature", edgemodel="plant/line1", window_wait_seconds=SETTINGS.window_wait_seconds,
-    ).to_argv()  # fmt: skip
-    since = jobs.job(em, SETTINGS, kind="retrain", number=3, reason="DriftDetected", window_since=1700000000.0)
+    assert (
+        args
+        == contracts.TrainerConfig(
+            model_name="line1",
+            tracking_uri=SETTINGS.mlflow_tracking_uri,
+            features=["temperature", "humidity"],
+            target="temperature",
+            edgemodel="plant/line1",
+            window_wait_seconds=SETTINGS.window_wait_seconds,
+        ).to_argv()
+    )
+    since = jobs.job(
+        em, SETTINGS, kind="retrain", number=3, reason="DriftDetected", window_since=1700000000.0
+    )
     args = since["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--window-since") + 1] == "1700000000.0"
 
 
 def test_rollback_job_points_the_alias_back():
-    job = jobs.job(_em(_example("edgemodel.yaml")), SETTINGS, kind="rollback", number=4, reason="RollbackDue",
-                   rollback_to="3")  # fmt: skip
+    job = jobs.job(
+        _em(_example("edgemodel.yaml")),
+        SETTINGS,
+        kind="rollback",
+        number=4,
+        reason="RollbackDue",
+        rollback_to="3",
+    )
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "rollback" and args[args.index("--to-version") + 1] == "3"
 

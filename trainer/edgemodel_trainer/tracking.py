@@ -167,12 +167,16 @@ def fetch_windows(
     deadline = time.monotonic() + wait_seconds
     while True:
         experiment = mlflow_client.get_experiment_by_name(contracts.window_experiment(model_name))
-        runs = [] if experiment is None else mlflow_client.search_runs(
-            [experiment.experiment_id],
-            filter_string=" and ".join(clauses),
-            order_by=["attributes.start_time DESC"],
-            max_results=max_runs,
-        )  # fmt: skip
+        runs = (
+            []
+            if experiment is None
+            else mlflow_client.search_runs(
+                [experiment.experiment_id],
+                filter_string=" and ".join(clauses),
+                order_by=["attributes.start_time DESC"],
+                max_results=max_runs,
+            )
+        )
         if runs or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
@@ -206,11 +210,16 @@ def fetch_windows(
     if change_ts is not None:
         after = table[pd.to_numeric(table["ts"], errors="coerce") >= float(change_ts)]
         if len(after) >= MIN_ROWS_AFTER_CHANGE:
-            logger.info("Kept %d of %d readings from the change at ts %s on", len(after), len(table), change_ts)
+            logger.info(
+                "Kept %d of %d readings from the change at ts %s on", len(after), len(table), change_ts
+            )
             table = after.reset_index(drop=True)
         else:
-            logger.info("Only %d readings after the change at ts %s; training on the whole window",
-                        len(after), change_ts)  # fmt: skip
+            logger.info(
+                "Only %d readings after the change at ts %s; training on the whole window",
+                len(after),
+                change_ts,
+            )
     return table, run_ids
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from edgemodel_operator import names
 from edgemodel_operator.resource import EdgeModel
 
-__all__ = ["content_hash", "metadata", "pod_security", "container_security", "placement"]
+__all__ = ["container_security", "content_hash", "metadata", "placement", "pod_security"]
 
 RUNTIME_UID = 10001
 

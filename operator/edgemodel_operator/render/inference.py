@@ -166,7 +166,10 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
                             },
                             "resources": common.resources(
                                 em,
-                                {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "768Mi"}},
+                                {
+                                    "requests": {"cpu": "100m", "memory": "192Mi"},
+                                    "limits": {"memory": "768Mi"},
+                                },
                             ),
                             "securityContext": common.container_security(),
                             "volumeMounts": [

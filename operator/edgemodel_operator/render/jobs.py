@@ -71,7 +71,10 @@ def _pod_template(em: EdgeModel, settings: Settings, args: list[str], kind: JobK
                     "env": [{"name": "EDGEMODEL_TERMINATION_LOG", "value": contracts.TERMINATION_LOG}],
                     "terminationMessagePath": contracts.TERMINATION_LOG,
                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+                    "resources": {
+                        "requests": {"cpu": "250m", "memory": "512Mi"},
+                        "limits": {"memory": "2Gi"},
+                    },
                     "securityContext": common.container_security(),
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
                 }
@@ -117,18 +120,28 @@ def job(
         assert rollback_to is not None
         args = [
             "rollback",
-            "--model-name", em.model_name,
-            "--tracking-uri", inference.tracking_uri(em, settings) or "",
-            "--alias", em.spec.model.alias,
-            "--to-version", rollback_to,
-            "--reason", "RolledBack",
-        ]  # fmt: skip
+            "--model-name",
+            em.model_name,
+            "--tracking-uri",
+            inference.tracking_uri(em, settings) or "",
+            "--alias",
+            em.spec.model.alias,
+            "--to-version",
+            rollback_to,
+            "--reason",
+            "RolledBack",
+        ]
     else:
         args = trainer_config(em, settings, kind=kind, window_since=window_since).to_argv()
     meta = common.metadata(em, names.job(em.name, kind, number), COMPONENT)
     meta["labels"][names.LABEL_JOB_KIND] = kind
     meta["annotations"] = {names.ANNOTATION_TRIGGER: reason}
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": _job_spec(em, settings, args, kind)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": _job_spec(em, settings, args, kind),
+    }
 
 
 def schedule(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
