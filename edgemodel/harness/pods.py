@@ -35,7 +35,7 @@ def _core(client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
 
 def _pod_dict(client: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     pod = _core(client).read_namespaced_pod(name, namespace)
-    return dict(client.sanitize_for_serialization(pod))
+    return dict(client.sanitize_for_serialization(pod))  # type: ignore[no-untyped-call]
 
 
 def job_pod(client: kubernetes.client.ApiClient, namespace: str, job: str, *, timeout: float = 60) -> str:
@@ -48,7 +48,7 @@ def job_pod(client: kubernetes.client.ApiClient, namespace: str, job: str, *, ti
         )
         live = [p for p in pods.items if p.status and p.status.phase == "Running"]
         if live:
-            found.append(str(live[0].metadata.name))
+            found.append(str(live[0].metadata.name if live[0].metadata else ""))
             return True
         return False
 

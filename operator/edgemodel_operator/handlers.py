@@ -100,7 +100,7 @@ async def _resync_all(run: runner.Runner) -> None:
     for item in items:
         meta = item.get("metadata") or {}
         with contextlib.suppress(Exception):
-            await run.request(meta.get("namespace"), meta.get("name"))
+            await run.request(str(meta["namespace"]), str(meta["name"]))
 
 
 @kopf.on.startup()
@@ -173,13 +173,12 @@ def _report_fingerprint(status: Any) -> tuple[Any, ...]:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def reported(
-    event: dict[str, Any], namespace: str | None, name: str | None, memo: Any, **_: Any
-) -> None:
+async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A runtime's report changed what matters (drift detected, model version): act at once."""
     if event.get("type") not in ("MODIFIED", "ADDED"):
         return
-    fingerprint = _report_fingerprint((event.get("object") or {}).get("status"))
+    obj: Any = event.get("object") or {}
+    fingerprint = _report_fingerprint(obj.get("status"))
     if memo.get("reports") == fingerprint:
         return
     memo["reports"] = fingerprint
@@ -198,7 +197,7 @@ def _owner(body: Any) -> str | None:
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-async def child_changed(event: dict[str, Any], body: Any, namespace: str | None, **_: Any) -> None:
+async def child_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """A child changed: a Job finished, a Deployment's availability moved, or a hand edit."""
     owner = _owner(body)
     if owner is None or event.get("type") not in ("MODIFIED", "DELETED"):

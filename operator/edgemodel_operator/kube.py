@@ -107,7 +107,7 @@ class Kube:
         with self._lock:
             self.requests += 1
         response = self._client.call_api(*params, _request_timeout=30)
-        response.read()
+        response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response)
         data = response.data

@@ -40,7 +40,8 @@ def backoff(
     if misses == 0:
         return cooldown
     base = max(cooldown, MIN_BACKOFF_BASE)
-    return min(base * (2 ** min(misses, 20)), max(max_backoff, cooldown))
+    wait: datetime.timedelta = min(base * (2 ** min(misses, 20)), max(max_backoff, cooldown))
+    return wait
 
 
 def is_degraded(spec: api.RetrainingSpec, status: api.RetrainingStatus) -> bool:

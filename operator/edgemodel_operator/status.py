@@ -287,7 +287,7 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
             }
         r = r.model_copy(update=update)
         active_name: str | None = job_name
-        active_trigger = start.reason
+        active_trigger: str | None = start.reason
     else:
         r = r.model_copy(update={"recent_triggers": policy.recent_triggers(r, now)})
         active_name = None if active is None else active.name
