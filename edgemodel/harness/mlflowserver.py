@@ -29,7 +29,7 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _healthy(self) -> bool:
-        with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as resp:  # noqa: S310 - loopback  # nosec B310
             return bool(resp.status == 200)
 
     def start(self, timeout: float = 120) -> MlflowServer:

@@ -33,7 +33,7 @@ def wait_until(
         try:
             if predicate():
                 return
-        except Exception:  # noqa: BLE001, S110 - not ready yet
+        except Exception:  # noqa: BLE001, S110 - not ready yet  # nosec B110
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -49,7 +49,7 @@ class Settings:
     """Port of the operator's Prometheus metrics endpoint."""
     health_port: int = 8081
     """Port of the operator's liveness endpoint."""
-    bind_address: str = "0.0.0.0"  # noqa: S104 - inside a Pod; tests pass 127.0.0.1
+    bind_address: str = "0.0.0.0"  # noqa: S104 - inside a Pod; tests pass 127.0.0.1  # nosec B104
     """Address the metrics and health endpoints bind to."""
     namespace: str | None = None
     """Watch only this namespace; None watches all."""

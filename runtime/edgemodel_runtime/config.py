@@ -45,7 +45,7 @@ class Options(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    http_bind: str = "0.0.0.0"  # noqa: S104 - a Pod serves its probes and metrics on all interfaces
+    http_bind: str = "0.0.0.0"  # noqa: S104 - a Pod serves its probes and metrics on all interfaces  # nosec B104
     """Address the HTTP server binds; tests use 127.0.0.1."""
     partition_count: int = pydantic.Field(default=1, ge=1, le=10_000)
     """Static hash partitioning over this many replicas when > 1. With 1 (the default),

@@ -15,6 +15,8 @@ from edgemodel_operator.resource import EdgeModel
 __all__ = ["container_security", "content_hash", "metadata", "placement", "pod_security"]
 
 RUNTIME_UID = 10001
+# Where containers get a writable scratch emptyDir, since their root file system is read-only.
+SCRATCH = "/tmp"  # noqa: S108 - an emptyDir mount point, not a temp file  # nosec B108
 
 
 def metadata(em: EdgeModel, name: str, component: str, **extra: Any) -> dict[str, Any]:

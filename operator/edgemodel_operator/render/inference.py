@@ -174,7 +174,7 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
                             "securityContext": common.container_security(),
                             "volumeMounts": [
                                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
+                                {"name": "tmp", "mountPath": common.SCRATCH},
                             ],
                         }
                     ],

@@ -76,7 +76,7 @@ def _pod_template(em: EdgeModel, settings: Settings, args: list[str], kind: JobK
                         "limits": {"memory": "2Gi"},
                     },
                     "securityContext": common.container_security(),
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
+                    "volumeMounts": [{"name": "tmp", "mountPath": common.SCRATCH}],
                 }
             ],
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
