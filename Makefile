@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup system venv tools test unit lint crd demo clean
+.PHONY: setup system venv tools test unit lint audit crd demo clean
 
 setup: system venv tools
 
@@ -35,6 +35,9 @@ lint: venv  ## code-health gates
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	.venv/bin/bandit -q -c pyproject.toml -r edgemodel operator runtime trainer
+
+audit: venv  ## known-vulnerable dependencies (pip-audit against PyPI's advisory data)
+	.venv/bin/pip-audit --progress-spinner off --skip-editable
 
 crd: venv  ## regenerate crds/ from the pydantic models
 	$(PY) -m edgemodel.crd > crds/edgemodel.yaml
