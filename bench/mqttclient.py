@@ -12,6 +12,7 @@ I/O: MQTT, stdout.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import random
@@ -28,6 +29,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 __all__ = ["payload", "main"]
+
+MAX_OUTSTANDING = 20_000
+"""Unacknowledged QoS 1 messages before the publisher waits (paho's message ids wrap at 65,535)."""
 
 
 def payload(device: int, step: int, ts: float, rng: random.Random) -> bytes:
@@ -63,7 +67,7 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
     if not connected.wait(10):
         raise SystemExit("publisher did not connect")
     rng = random.Random(args.seed)
-    infos = []
+    infos: collections.deque[paho.MQTTMessageInfo] = collections.deque()
     start = time.monotonic()
     sent = 0
     tick = 0.001
@@ -79,14 +83,17 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
             d = sent % args.devices
             step = args.step0 + sent // args.devices
             info = c.publish(f"{args.prefix}/sensors/dev-{d}", payload(d, step, time.time(), rng), qos=args.qos)
-            if args.qos and sent % 1000 == 0:
+            if args.qos:
                 infos.append(info)
+                if len(infos) > MAX_OUTSTANDING:
+                    # Back pressure: the broker is behind. Offered load then exceeds what is achieved.
+                    infos.popleft().wait_for_publish(60)
             sent += 1
             if args.rate > 0 and sent % 50 == 0:
                 break  # back to pacing
     publish_done = time.monotonic() - start
-    for info in infos:
-        info.wait_for_publish(60)
+    while infos:
+        infos.popleft().wait_for_publish(60)
     # The last message must be acknowledged too.
     last = c.publish(f"{args.prefix}/control", b"end", qos=1)
     last.wait_for_publish(60)

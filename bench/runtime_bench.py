@@ -98,15 +98,39 @@ def _publish(broker: Any, client_id: str, *, count: int, rate: float, step0: int
     return procs.run_json(argv, timeout=timeout)
 
 
-def _rate(arrivals: list[float]) -> dict[str, float]:
-    """Overall rate, and the rate between the 10th and 90th percentile of arrivals (steady part)."""
+def _rate(arrivals: list[float], resumed: float) -> dict[str, Any]:
+    """Rate from the resume (SIGCONT) to the last arrival, the 10–90 % rate, and arrivals per second.
+
+    Arrival times are ``time.monotonic()`` of the subscriber process: CLOCK_MONOTONIC is one clock
+    for every process on Linux, so they compare with ``resumed``.
+    """
     n = len(arrivals)
     if n < 10:
-        return {"rate": float("nan"), "steady_rate": float("nan"), "seconds": float("nan")}
-    span = arrivals[-1] - arrivals[0]
+        return {"rate": float("nan"), "steady_rate": float("nan"), "seconds": float("nan"), "per_second": []}
+    span = arrivals[-1] - resumed
     a, b = int(n * 0.1), int(n * 0.9)
     steady = (b - a) / (arrivals[b] - arrivals[a]) if arrivals[b] > arrivals[a] else float("nan")
-    return {"rate": (n - 1) / span if span > 0 else float("nan"), "steady_rate": steady, "seconds": span}
+    per_second = [0] * (int(span) + 1)
+    for t in arrivals:
+        per_second[max(0, int(t - resumed))] += 1
+    return {"rate": n / span if span > 0 else float("nan"), "steady_rate": steady, "seconds": span,
+            "first_arrival_after_resume": arrivals[0] - resumed, "per_second": per_second}
+
+
+def _wait_quiet(port: int, timeout: float = 300.0) -> None:
+    """Wait until the runtime's queue is empty and its prediction count has stopped moving."""
+    from edgemodel.harness import processes
+
+    last: list[float] = []
+
+    def quiet() -> bool:
+        m = _metrics(port)
+        count = common.sample_sum(m, "edgemodel_predictions_total")
+        was = last[-1] if last else -1.0
+        last.append(count)
+        return common.sample_sum(m, "edgemodel_queue_depth") == 0 and count == was
+
+    processes.wait_until(quiet, timeout=timeout, interval=1.0, what="the runtime to go quiet")
 
 
 def _drain_bare(broker: Any, n: int, tag: str) -> dict[str, Any]:
@@ -115,12 +139,13 @@ def _drain_bare(broker: Any, n: int, tag: str) -> dict[str, Any]:
         sub.pause()
         pub = _publish(broker, f"bench-pub-bare-{tag}", count=n, rate=0, step0=0, timeout=600)
         cpu0 = common.proc_cpu_seconds(sub.pid)
+        resumed = time.monotonic()
         sub.resume()
         res = sub.result(timeout=600)
         cpu = common.proc_cpu_seconds(sub.pid) if sub.proc.poll() is None else float("nan")
     finally:
         sub.stop()
-    out = {"received": res["received"], "publisher": pub, **_rate(res.get("arrivals") or [])}
+    out = {"received": res["received"], "publisher": pub, **_rate(res.get("arrivals") or [], resumed)}
     out["cpu_seconds"] = cpu - cpu0 if cpu == cpu else float("nan")
     return out
 
@@ -133,11 +158,12 @@ def _drain_runtime(broker: Any, uri: str, workdir: pathlib.Path, n: int, *, batc
         with common.ProcSampler(rt.pid) as sampler:
             rss_idle = common.proc_rss_bytes(rt.pid)
             sub = _subscriber(broker, f"bench-collect-{tag}", "bench/predictions/#", count=expected,
-                              latency=False, idle=5, timeout=900)  # fmt: skip
+                              latency=False, idle=30, timeout=900)  # fmt: skip
             try:
                 rt.pause()
                 pub = _publish(broker, f"bench-pub-{tag}", count=n, rate=0, step0=0, timeout=600)
                 cpu0 = common.proc_cpu_seconds(rt.pid)
+                resumed = time.monotonic()
                 rt.resume()
                 res = sub.result(timeout=900)
                 cpu = common.proc_cpu_seconds(rt.pid) - cpu0
@@ -145,7 +171,7 @@ def _drain_runtime(broker: Any, uri: str, workdir: pathlib.Path, n: int, *, batc
                 sub.stop()
             m = _metrics(port)
             out.update(received=res["received"], expected=expected, publisher=pub, cpu_seconds=cpu,
-                       **_rate(res.get("arrivals") or []))  # fmt: skip
+                       **_rate(res.get("arrivals") or [], resumed))  # fmt: skip
             out["cpu_us_per_reading"] = cpu / max(res["received"], 1) * 1e6
             out["mean_batch"] = common.sample_sum(m, "edgemodel_batch_size_sum") / max(
                 common.sample_sum(m, "edgemodel_batch_size_count"), 1)
@@ -154,6 +180,7 @@ def _drain_runtime(broker: Any, uri: str, workdir: pathlib.Path, n: int, *, batc
             step0 = n // DEVICES
             lat: dict[str, Any] = {}
             for load in loads:
+                _wait_quiet(port)
                 count = int(load * load_seconds)
                 sub = _subscriber(broker, f"bench-lat-{tag}-{int(load)}", "bench/predictions/#",
                                   count=count, latency=True, idle=3, timeout=load_seconds * 4 + 60)  # fmt: skip
@@ -178,6 +205,16 @@ def _drain_runtime(broker: Any, uri: str, workdir: pathlib.Path, n: int, *, batc
     return out
 
 
+def _stall(d: dict[str, Any]) -> float:
+    """Seconds from the resume until the output reaches a tenth of its steady rate."""
+    per = d.get("per_second") or []
+    steady = d.get("steady_rate") or 0
+    for i, c in enumerate(per):
+        if steady and c >= steady / 10:
+            return float(i)
+    return float("nan")
+
+
 def _plots(out: pathlib.Path, data: dict[str, Any]) -> list[str]:
     import matplotlib
 
@@ -185,10 +222,10 @@ def _plots(out: pathlib.Path, data: dict[str, Any]) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = ["bare subscriber\n(ceiling)", "runtime\n(micro-batched)", "runtime\n(batchMaxSize=1)"]
-    rates = [data["ceiling"]["rate"], data["batched"]["rate"], data["naive"]["rate"]]
+    rates = [data["ceiling"]["steady_rate"], data["batched"]["steady_rate"], data["naive"]["steady_rate"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(names, rates, color=["#999", "#2a7", "#c63"])
-    ax.set_ylabel("readings/s (backlog drain)")
+    ax.set_ylabel("readings/s (backlog drain, steady part)")
     ax.set_title("Runtime throughput vs baselines")
     for i, r in enumerate(rates):
         ax.text(i, r, f"{r:,.0f}", ha="center", va="bottom")
@@ -214,29 +251,48 @@ def _plots(out: pathlib.Path, data: dict[str, Any]) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "runtime_latency.png", dpi=100)
     plt.close(fig)
-    return ["runtime_throughput.png", "runtime_latency.png"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label, color in (("ceiling", "bare subscriber", "#999"), ("batched", "micro-batched", "#2a7"),
+                              ("naive", "batchMaxSize=1", "#c63")):  # fmt: skip
+        per = data[key].get("per_second") or []
+        ax.step(range(len(per)), per, where="post", color=color, label=label)
+    ax.set_xlabel("seconds after the consumer resumed")
+    ax.set_ylabel("messages arriving per second")
+    ax.legend(fontsize=7)
+    ax.set_title("Backlog drain over time")
+    fig.tight_layout()
+    fig.savefig(out / "runtime_drain.png", dpi=100)
+    plt.close(fig)
+    return ["runtime_throughput.png", "runtime_drain.png", "runtime_latency.png"]
 
 
 def _markdown(data: dict[str, Any]) -> str:
     c, b, nv = data["ceiling"], data["batched"], data["naive"]
     rows = [
-        ["bare paho subscriber, no work (ceiling)", c["rate"], c["steady_rate"], 1.0, "–", "–"],
-        ["edgemodel-runtime, micro-batched (batchMaxSize=256)", b["rate"], b["steady_rate"],
-         common.ratio(b["rate"], c["rate"]), b["mean_batch"], b["cpu_us_per_reading"]],
-        ["edgemodel-runtime, batchMaxSize=1 (naive)", nv["rate"], nv["steady_rate"],
-         common.ratio(nv["rate"], c["rate"]), nv["mean_batch"], nv["cpu_us_per_reading"]],
+        ["bare paho subscriber, no work (ceiling)", c["received"], c["rate"], c["steady_rate"], 1.0, 1.0,
+         c.get("first_arrival_after_resume"), "–", "–"],
+        ["edgemodel-runtime, micro-batched (batchMaxSize=256)", b["received"], b["rate"], b["steady_rate"],
+         common.ratio(b["rate"], c["rate"]), common.ratio(b["steady_rate"], c["steady_rate"]),
+         _stall(b), b["mean_batch"], b["cpu_us_per_reading"]],
+        ["edgemodel-runtime, batchMaxSize=1 (naive)", nv["received"], nv["rate"], nv["steady_rate"],
+         common.ratio(nv["rate"], c["rate"]), common.ratio(nv["steady_rate"], c["steady_rate"]),
+         _stall(nv), nv["mean_batch"], nv["cpu_us_per_reading"]],
     ]  # fmt: skip
     md = [
         f"Backlog of **{data['n']:,} readings** from {DEVICES} devices (lags={LAGS}, so the first "
         f"{DEVICES * LAGS} readings have no prediction). Throughput counts predictions arriving at a subscriber "
         "(end to end: MQTT in, validate, features, predict, publish, broker, subscriber).\n",
         common.markdown_table(
-            ["consumer", "readings/s (whole drain)", "readings/s (10–90 % of drain)", "× ceiling",
-             "mean batch", "runtime CPU µs/reading"], rows),  # fmt: skip
+            ["consumer", "predictions (messages)", "readings/s, resume → last", "readings/s, 10–90 % of arrivals",
+             "× ceiling (whole)", "× ceiling (steady)", "s before output flows", "mean batch",
+             "runtime CPU µs/reading"], rows),  # fmt: skip
         "",
-        f"- **Runtime / ceiling: {common.ratio(b['rate'], c['rate']):.2f}** (aim ≥ 0.70).",
-        f"- **Micro-batching gain: {common.ratio(b['rate'], nv['rate']):.2f}×** the naive one-predict-per-reading "
-        f"runtime; CPU per reading {common.ratio(nv['cpu_us_per_reading'], b['cpu_us_per_reading']):.2f}× lower.",
+        f"- **Runtime / ceiling: {common.ratio(b['steady_rate'], c['steady_rate']):.2f} in steady state**, "
+        f"{common.ratio(b['rate'], c['rate']):.2f} over the whole drain including the start-up stall (aim ≥ 0.70).",
+        f"- **Micro-batching gain: {common.ratio(b['steady_rate'], nv['steady_rate']):.1f}×** the naive "
+        f"one-predict-per-reading runtime in steady state ({common.ratio(b['rate'], nv['rate']):.1f}× over the "
+        f"whole drain); CPU per reading {common.ratio(nv['cpu_us_per_reading'], b['cpu_us_per_reading']):.1f}× lower. "
+        f"The naive runtime drained a backlog of {nv['received'] + DEVICES * LAGS:,} readings.",
         f"- Runtime RSS: {b['rss_idle_mb']:.0f} MB idle with the model loaded, peak {b['rss_peak_mb']:.0f} MB "
         f"during the benchmark, {b['rss_end_mb']:.0f} MB at the end.",
         "",
@@ -263,7 +319,7 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
     from edgemodel_runtime import testing
 
     n = 2_000 if quick else 60_000
-    loads = [200.0] if quick else [1_000.0, 5_000.0, 10_000.0]
+    loads = [200.0] if quick else [500.0, 1_000.0, 5_000.0, 10_000.0]
     load_seconds = 1.0 if quick else 10.0
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-runtime-"))
     broker = mosquitto.Mosquitto(workdir / "mosquitto")
@@ -282,8 +338,10 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         data["ceiling"] = _drain_bare(broker, n, "1")
         data["batched"] = _drain_runtime(broker, mlflow.uri, workdir, n, batch=256, tag="batched",
                                          loads=loads, load_seconds=load_seconds)  # fmt: skip
-        data["naive"] = _drain_runtime(broker, mlflow.uri, workdir, n, batch=1, tag="naive",
-                                       loads=[] if quick else loads, load_seconds=load_seconds)  # fmt: skip
+        # One predict per reading is an order of magnitude slower: a smaller backlog, and only a load
+        # below its capacity (above it, latency is just the growing queue).
+        data["naive"] = _drain_runtime(broker, mlflow.uri, workdir, n if quick else n // 4, batch=1, tag="naive",
+                                       loads=[] if quick else [500.0], load_seconds=load_seconds)  # fmt: skip
         data["wall_seconds"] = time.monotonic() - t
         data["ratios"] = {
             "runtime_over_ceiling": common.ratio(data["batched"]["rate"], data["ceiling"]["rate"]),
