@@ -230,6 +230,7 @@ class Reporter:
         self._state = DriftReport()
         self._window: Sequence[payloads.Reading] | None = None
         self._window_reason = "drift"
+        self._uploading = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
 
@@ -263,6 +264,12 @@ class Reporter:
     def state(self) -> DriftReport:
         return self._state
 
+    @property
+    def uploading(self) -> bool:
+        """Whether a training window waits for, or is in, its upload."""
+        with self._cond:
+            return self._window is not None or self._uploading
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -276,9 +283,11 @@ class Reporter:
                     continue
                 state, window, self._window = self._state, self._window, None
                 reason = self._window_reason
+                self._uploading = window is not None
             if self.tick is not None and self._clock() >= self._next_tick:
                 self._run_tick()
             uploaded = window is not None and self._upload(window, state, reason)
+            self._uploading = False
             if uploaded or self.policy.due(state, self._clock()):
                 self._send(state)
 
