@@ -36,13 +36,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         module = importlib.import_module(BENCHMARKS[name])
         try:
-            kwargs = {"sizes": [int(s) for s in args.sizes.split(",")]} if (args.sizes and name == "operator") else {}
+            kwargs = (
+                {"sizes": [int(s) for s in args.sizes.split(",")]}
+                if (args.sizes and name == "operator")
+                else {}
+            )
             result = module.run(args.out, quick=args.quick, **kwargs)
-        except Exception:  # noqa: BLE001 - report, then go on with the next benchmark
+        except Exception:
             traceback.print_exc()
             failed.append(name)
-            result = common.Result(name, f"{name} benchmark", "The benchmark failed:\n\n```\n"
-                                   + traceback.format_exc()[-3000:] + "\n```\n", {}, status="failed")  # fmt: skip
+            result = common.Result(
+                name,
+                f"{name} benchmark",
+                "The benchmark failed:\n\n```\n" + traceback.format_exc()[-3000:] + "\n```\n",
+                {},
+                status="failed",
+            )
         path = common.write_result(result, args.out, quick=args.quick)
         print(f"   {result.status}: wrote {path} in {time.monotonic() - t:.0f}s", flush=True)
     return 1 if failed else 0

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
-    "Result",
     "ProcSampler",
+    "Result",
     "histogram_quantile",
     "machine",
     "markdown_table",
@@ -60,7 +60,7 @@ def ratio(a: float | None, b: float | None) -> float:
     return a / b
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -225,7 +225,7 @@ def fmt(value: Any, digits: int = 3) -> str:
             return "–"
         if math.isinf(value):
             return "∞"
-        if value != 0 and (abs(value) >= 10 ** digits):
+        if value != 0 and (abs(value) >= 10**digits):
             return f"{value:,.0f}"
         return f"{value:.{digits}g}"
     return str(value)
@@ -285,7 +285,14 @@ def write_result(result: Result, out: pathlib.Path, *, quick: bool) -> pathlib.P
         body += f"\n![{plot}]({plot})\n"
     path = out / f"{result.name}.md"
     path.write_text(body)
-    payload = {"name": result.name, "status": result.status, "quick": quick, "machine": m,
-               "measured": stamp, "data": result.data, "plots": result.plots}  # fmt: skip
+    payload = {
+        "name": result.name,
+        "status": result.status,
+        "quick": quick,
+        "machine": m,
+        "measured": stamp,
+        "data": result.data,
+        "plots": result.plots,
+    }
     (out / f"{result.name}.json").write_text(json.dumps(_json_safe(payload), indent=2, sort_keys=True) + "\n")
     return path

@@ -1,3 +1,4 @@
+# ruff: noqa: PLC0415 - heavy or optional dependencies are imported where they are used
 """Benchmark 2: drift detection quality on streams with known change points.
 
 Every detector is fed the same stream, ``|error| / threshold`` (the quantity the runtime's
@@ -99,10 +100,12 @@ DETECTORS: dict[str, tuple[str, Callable[[], Any]]] = {
     "em_monitor": ("EdgeModel DriftMonitor (PH + threshold, as reported)", MonitorRule),
     "river_adwin": ("river ADWIN (default)", _river("ADWIN")),
     "river_ph": ("river PageHinkley (default)", _river("PageHinkley")),
-    "river_ph_tuned": ("river PageHinkley (EdgeModel's tuning, mode=up)",
-                       _river("PageHinkley", min_instances=30, delta=0.1, threshold=8.0, mode="up")),
+    "river_ph_tuned": (
+        "river PageHinkley (EdgeModel's tuning, mode=up)",
+        _river("PageHinkley", min_instances=30, delta=0.1, threshold=8.0, mode="up"),
+    ),
     "river_kswin": ("river KSWIN (default)", _river("KSWIN", seed=1)),
-}  # fmt: skip
+}
 RIVER = ("river_adwin", "river_ph", "river_ph_tuned", "river_kswin")
 RIVER_DEFAULTS = ("river_adwin", "river_ph", "river_kswin")
 
@@ -221,14 +224,17 @@ def waterflow(trials: int, seed: int = 0) -> tuple[list[Trial], dict[str, Any]]:
         start = train + change
         steps = np.arange(len(y) - start)
         faulty[start:] += size * np.where(steps % 2 == 0, 1.0, -1.0)
-        fx, ft = lagged(faulty)
+        fx, _ = lagged(faulty)
         # The truth is the real flow: the fault is in the sensor the model reads.
         err = model.predict(fx) - t
         values = np.abs(err[train - lags :]) / threshold
         out.append(Trial(values, change - lags))
     clean = np.abs(clean_err[train - lags :]) / threshold
-    info = {"readings": int(len(y)), "threshold": threshold, "clean_rmse_over_threshold":
-            float(np.sqrt(np.mean(clean ** 2)))}  # fmt: skip
+    info = {
+        "readings": len(y),
+        "threshold": threshold,
+        "clean_rmse_over_threshold": float(np.sqrt(np.mean(clean**2))),
+    }
     return out, info
 
 
@@ -256,8 +262,13 @@ def _verdict(res: dict[str, Any], ours: str = "em_page_hinkley") -> dict[str, An
     met = best is None or (
         mine["missed"] <= res[best]["missed"] and mine["delay_median"] <= res[best]["delay_median"]
     )
-    return {"best_river_at_equal_or_fewer_fa": best, "met": met,
-            "delay_ratio_vs_best": common.ratio(mine["delay_median"], res[best]["delay_median"]) if best else None}
+    return {
+        "best_river_at_equal_or_fewer_fa": best,
+        "met": met,
+        "delay_ratio_vs_best": common.ratio(mine["delay_median"], res[best]["delay_median"])
+        if best
+        else None,
+    }
 
 
 def _plot(out: pathlib.Path, results: dict[str, dict[str, Any]]) -> str:
@@ -275,8 +286,14 @@ def _plot(out: pathlib.Path, results: dict[str, dict[str, Any]]) -> str:
         for key, s in res.items():
             color = "#2a7" if key.startswith("em_") else "#c63"
             fa = s["fa_per_10k"]
-            ax.scatter([max(fa, 0.05)], [s["delay_median"]], marker=markers[key], color=color, s=50,
-                       label=DETECTORS[key][0] + (f" ({s['missed']} missed)" if s["missed"] else ""))  # fmt: skip
+            ax.scatter(
+                [max(fa, 0.05)],
+                [s["delay_median"]],
+                marker=markers[key],
+                color=color,
+                s=50,
+                label=DETECTORS[key][0] + (f" ({s['missed']} missed)" if s["missed"] else ""),
+            )
         ax.set_xscale("log")
         ax.set_xlabel("false alarms / 10k stationary readings (0 drawn at 0.05)")
         ax.set_ylabel("median detection delay (readings)")
@@ -312,13 +329,17 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
 
     md = [
         f"{trials} trials per stream ({pre:,} stationary readings, then {post:,} after the change), plus "
-        f"{stat_streams} stationary stream(s) of {stat_len:,} readings (σ = 0.5 threshold) counted into every "
+        f"{stat_streams} stationary stream(s) of {stat_len:,} readings (σ = 0.5 threshold) counted "
+        "into every "
         "synthetic stream's false alarms. Every detector reads the same `|error| / threshold` values. "
-        "A false alarm is any alarm in stationary data; a change is missed when no alarm follows it before the "
+        "A false alarm is any alarm in stationary data; a change is missed when no alarm follows it "
+        "before the "
         "stream ends. Delay: readings from the change to the first alarm at or after it.\n",
-        f"WaterFlow: {wf_info['readings']} hourly readings; a ridge model on 3 lags, trained on the first 400; "
+        f"WaterFlow: {wf_info['readings']} hourly readings; a ridge model on 3 lags, trained on the "
+        "first 400; "
         f"threshold = 2 × its RMSE on them, so the clean evaluated part has RMSE "
-        f"{wf_info['clean_rmse_over_threshold']:.2f} threshold; fault ±1 or ±1.5 threshold from a random point. "
+        f"{wf_info['clean_rmse_over_threshold']:.2f} threshold; fault ±1 or ±1.5 threshold from a "
+        "random point. "
         "Its stationary part is the real series, which has its own slow changes.\n",
     ]
     for name, res in results.items():
@@ -326,23 +347,54 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         rows = []
         for key in keys:
             s = res[key]
-            rows.append([DETECTORS[key][0], s["delay_median"], s["delay_p90"],
-                         common.ratio(s["delay_median"], base["delay_median"]), s["fa_per_10k"],
-                         f"{s['missed']}/{s['changes']}", s["us_per_update"]])  # fmt: skip
+            rows.append(
+                [
+                    DETECTORS[key][0],
+                    s["delay_median"],
+                    s["delay_p90"],
+                    common.ratio(s["delay_median"], base["delay_median"]),
+                    s["fa_per_10k"],
+                    f"{s['missed']}/{s['changes']}",
+                    s["us_per_update"],
+                ]
+            )
         v = verdicts[name]
         best = v["best_river_at_equal_or_fewer_fa"]
-        md += [f"## {name}\n", common.markdown_table(
-            ["detector", "median delay", "p90 delay", "delay × river ADWIN", "false alarms / 10k", "missed",
-             "µs/update"], rows), ""]  # fmt: skip
+        md += [
+            f"## {name}\n",
+            common.markdown_table(
+                [
+                    "detector",
+                    "median delay",
+                    "p90 delay",
+                    "delay × river ADWIN",
+                    "false alarms / 10k",
+                    "missed",
+                    "µs/update",
+                ],
+                rows,
+            ),
+            "",
+        ]
         md.append(
             f"Aim (EdgeModel Page-Hinkley no slower than the best river detector, at river's defaults, with "
             f"equal or fewer false alarms{': ' + DETECTORS[best][0] if best else ' (none has as few)'}): "
             f"**{'met' if v['met'] else 'not met'}**"
-            + (f"; median delay {v['delay_ratio_vs_best']:.2f}× that detector's." if best else ".") + "\n"
+            + (f"; median delay {v['delay_ratio_vs_best']:.2f}× that detector's." if best else ".")
+            + "\n"
         )
-    data = {"trials": trials, "pre": pre, "post": post, "stationary_streams": stat_streams,
-            "stationary_length": stat_len, "waterflow": wf_info, "verdicts": verdicts,
-            "wall_seconds": time.monotonic() - t0,
-            "results": {n: {k: {kk: vv for kk, vv in s.items() if kk != "delays"} for k, s in r.items()}
-                        for n, r in results.items()}}  # fmt: skip
+    data = {
+        "trials": trials,
+        "pre": pre,
+        "post": post,
+        "stationary_streams": stat_streams,
+        "stationary_length": stat_len,
+        "waterflow": wf_info,
+        "verdicts": verdicts,
+        "wall_seconds": time.monotonic() - t0,
+        "results": {
+            n: {k: {kk: vv for kk, vv in s.items() if kk != "delays"} for k, s in r.items()}
+            for n, r in results.items()
+        },
+    }
     return common.Result("drift", "Drift detection quality", "\n".join(md), data, [plot])

@@ -1,3 +1,4 @@
+# ruff: noqa: PLC0415 - heavy or optional dependencies are imported where they are used
 """Benchmark 3: time to heal, from drift onset until the promoted model serves and RMSE is back.
 
 It runs the end-to-end demo (``edgemodel.demo``, owned by the demo's authors) and breaks
@@ -26,7 +27,15 @@ from bench import common
 
 __all__ = ["PHASES", "find_timeline_function", "phases", "run"]
 
-MOMENTS = ("drift_started", "drift_detected", "job_started", "training_done", "promoted", "reloaded", "healed")
+MOMENTS = (
+    "drift_started",
+    "drift_detected",
+    "job_started",
+    "training_done",
+    "promoted",
+    "reloaded",
+    "healed",
+)
 PHASES = (
     ("detection", "drift_started", "drift_detected"),
     ("Job start", "drift_detected", "job_started"),
@@ -89,7 +98,9 @@ def _call(fn: Callable[..., Any], workdir: pathlib.Path, quick: bool) -> Mapping
     if "quick" in params:
         kwargs["quick"] = quick
     result = fn(**kwargs)
-    timeline = result.get("timeline", result) if isinstance(result, Mapping) else getattr(result, "timeline", None)
+    timeline = (
+        result.get("timeline", result) if isinstance(result, Mapping) else getattr(result, "timeline", None)
+    )
     if not isinstance(timeline, Mapping):
         raise TypeError(f"edgemodel.demo.{fn.__name__} returned {type(result).__name__}, not a timeline dict")
     return timeline
@@ -99,14 +110,21 @@ def _pending() -> common.Result:
     md = (
         "**Pending demo.** `edgemodel/demo.py` does not exist in this checkout yet, so time to heal was not "
         "measured. The benchmark is written against the expected interface: a function in `edgemodel.demo` "
-        f"(one of {', '.join(f'`{c}`' for c in CANDIDATES)}) that runs the self-healing loop once and returns a "
-        f"timeline dict with {', '.join(f'`{m}`' for m in MOMENTS)} (epoch seconds, ISO strings or datetimes). "
+        f"(one of {', '.join(f'`{c}`' for c in CANDIDATES)}) that runs the self-healing loop once and "
+        "returns a "
+        f"timeline dict with {', '.join(f'`{m}`' for m in MOMENTS)} (epoch seconds, ISO strings or "
+        "datetimes). "
         "Once it exists, `python -m bench heal` breaks the time to heal down into:\n\n"
         + common.markdown_table(["phase", "from", "to"], [[n, f"`{a}`", f"`{b}`"] for n, a, b in PHASES])
         + "\n\nand reports each phase as a share of the total (the baseline is the whole heal, same run)."
     )
-    return common.Result("heal", "Time to heal", md, {"pending": True, "expected_moments": list(MOMENTS)},
-                         status="pending demo")  # fmt: skip
+    return common.Result(
+        "heal",
+        "Time to heal",
+        md,
+        {"pending": True, "expected_moments": list(MOMENTS)},
+        status="pending demo",
+    )
 
 
 def run(out: pathlib.Path, *, quick: bool) -> common.Result:
@@ -126,11 +144,25 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
     for name, _, _ in PHASES:
         vals = [r["phases"][name] for r in results if r["phases"][name] is not None]
         shares = [r["shares"][name] for r in results if not math.isnan(r["shares"][name])]
-        rows.append([name, common.percentile(vals, 50), min(vals) if vals else math.nan,
-                     max(vals) if vals else math.nan, common.percentile(shares, 50)])  # fmt: skip
+        rows.append(
+            [
+                name,
+                common.percentile(vals, 50),
+                min(vals) if vals else math.nan,
+                max(vals) if vals else math.nan,
+                common.percentile(shares, 50),
+            ]
+        )
     totals = [r["total"] for r in results if r["total"] is not None]
-    rows.append(["**total: drift onset → healed**", common.percentile(totals, 50),
-                 min(totals) if totals else math.nan, max(totals) if totals else math.nan, 1.0])  # fmt: skip
+    rows.append(
+        [
+            "**total: drift onset → healed**",
+            common.percentile(totals, 50),
+            min(totals) if totals else math.nan,
+            max(totals) if totals else math.nan,
+            1.0,
+        ]
+    )
     md = (
         f"{runs} run(s) of `edgemodel.demo.{fn.__name__}`; phases from its timeline. Share: the phase's part "
         "of the whole heal in the same run.\n\n"

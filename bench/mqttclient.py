@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-__all__ = ["payload", "main"]
+__all__ = ["main", "payload"]
 
 MAX_OUTSTANDING = 20_000
 """Unacknowledged QoS 1 messages before the publisher waits (paho's message ids wrap at 65,535)."""
@@ -43,8 +43,9 @@ def payload(device: int, step: int, ts: float, rng: random.Random) -> bytes:
 
 
 def _client(args: argparse.Namespace) -> paho.Client:
-    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id,
-                    protocol=paho.MQTTv5)  # fmt: skip
+    c = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=paho.MQTTv5
+    )
     c.username_pw_set(args.username, args.password)
     return c
 
@@ -82,7 +83,9 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
         while sent < due:
             d = sent % args.devices
             step = args.step0 + sent // args.devices
-            info = c.publish(f"{args.prefix}/sensors/dev-{d}", payload(d, step, time.time(), rng), qos=args.qos)
+            info = c.publish(
+                f"{args.prefix}/sensors/dev-{d}", payload(d, step, time.time(), rng), qos=args.qos
+            )
             if args.qos:
                 infos.append(info)
                 if len(infos) > MAX_OUTSTANDING:
@@ -100,8 +103,14 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.monotonic() - start
     c.disconnect()
     c.loop_stop()
-    return {"sent": sent, "seconds": elapsed, "publish_seconds": publish_done,
-            "offered_rate": args.rate, "achieved_rate": sent / publish_done if publish_done else math.nan}  # fmt: skip
+    return {
+        "sent": sent,
+        "seconds": elapsed,
+        "publish_seconds": publish_done,
+        "offered_rate": args.rate,
+        "achieved_rate": sent / publish_done if publish_done else math.nan,
+        "cpu_seconds": time.process_time(),
+    }
 
 
 def subscribe(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,7 +160,7 @@ def subscribe(args: argparse.Namespace) -> dict[str, Any]:
     c.disconnect()
     c.loop_stop()
     with lock:
-        out: dict[str, Any] = {"received": len(arrivals)}
+        out: dict[str, Any] = {"received": len(arrivals), "cpu_seconds": time.process_time()}
         if arrivals:
             out["first"] = arrivals[0]
             out["last"] = arrivals[-1]

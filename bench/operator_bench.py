@@ -1,3 +1,4 @@
+# ruff: noqa: PLC0415 - heavy or optional dependencies are imported where they are used
 """Benchmark 4: the operator at scale on the harness control plane (kwok nodes).
 
 For each size ``n``: a fresh control plane (etcd, kube-apiserver, controller-manager,
@@ -47,37 +48,43 @@ MLFLOW_URI = "http://127.0.0.1:9"  # never called: the operator renders it into 
 
 def spec(i: int) -> dict[str, Any]:
     return {
-        "sensors": {"topics": [f"plant/line{i}/+/telemetry"], "features": ["temperature", "humidity"],
-                    "target": "temperature"},
+        "sensors": {
+            "topics": [f"plant/line{i}/+/telemetry"],
+            "features": ["temperature", "humidity"],
+            "target": "temperature",
+        },
         "drift": {"threshold": 1.5, "window": 100},
         "scaling": {"minReplicas": 1, "maxReplicas": 2},
         "retraining": {"cooldownSeconds": 300},
         "model": {"algorithm": "ridge"},
         "broker": {"host": "broker.plant.example", "port": 1883},
-    }  # fmt: skip
+    }
 
 
 def _apiserver_metrics(plane: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    ctx = plane._ssl_context()  # noqa: SLF001 - the harness' admin TLS context
-    with urllib.request.urlopen(f"{plane.server}/metrics", timeout=30, context=ctx) as resp:  # noqa: S310
+    ctx = plane._ssl_context()
+    with urllib.request.urlopen(f"{plane.server}/metrics", timeout=30, context=ctx) as resp:
         return common.parse_prometheus(resp.read().decode())
 
 
 def _sa_requests(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
-    return sum(v for (n, labels), v in samples.items()
-               if n == "apiserver_flowcontrol_dispatched_requests_total"
-               and dict(labels).get("flow_schema") == "service-accounts")  # fmt: skip
+    return sum(
+        v
+        for (n, labels), v in samples.items()
+        if n == "apiserver_flowcontrol_dispatched_requests_total"
+        and dict(labels).get("flow_schema") == "service-accounts"
+    )
 
 
 def _pid(plane: Any, name: str) -> int | None:
-    for proc in plane._procs:  # noqa: SLF001 - the harness' own processes, to read their /proc
+    for proc in plane._procs:
         if proc.name == name:
             return cast(int, proc.pid)
     return None
 
 
 def _op_pid(op: Any) -> int:
-    return cast(int, op._process.pid)  # noqa: SLF001
+    return cast(int, op._process.pid)
 
 
 class Snapshot:
@@ -87,9 +94,11 @@ class Snapshot:
         self.t = time.monotonic()
         self.api = _apiserver_metrics(plane)
         self.op = common.parse_prometheus(op.metrics_text()) if op is not None else {}
-        self.cpu = {name: common.proc_cpu_seconds(pid) for name in
-                    ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
-                    if (pid := _pid(plane, name)) is not None}  # fmt: skip
+        self.cpu = {
+            name: common.proc_cpu_seconds(pid)
+            for name in ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+            if (pid := _pid(plane, name)) is not None
+        }
         if op is not None:
             self.cpu["edgemodel-operator"] = common.proc_cpu_seconds(_op_pid(op))
 
@@ -104,12 +113,15 @@ class Snapshot:
             "cpu_seconds": {k: v - before.cpu.get(k, 0.0) for k, v in self.cpu.items()},
         }
         if s:
-            out["reconciler_api_requests"] = common.sample_sum(s, "edgemodel_operator_api_requests_total") - \
-                common.sample_sum(b, "edgemodel_operator_api_requests_total")
-            out["reconciles"] = common.sample_sum(s, "edgemodel_operator_reconciles_total") - \
-                common.sample_sum(b, "edgemodel_operator_reconciles_total")
-            out["reconcile_errors"] = common.sample_sum(s, "edgemodel_operator_reconcile_errors_total") - \
-                common.sample_sum(b, "edgemodel_operator_reconcile_errors_total")
+            out["reconciler_api_requests"] = common.sample_sum(
+                s, "edgemodel_operator_api_requests_total"
+            ) - common.sample_sum(b, "edgemodel_operator_api_requests_total")
+            out["reconciles"] = common.sample_sum(
+                s, "edgemodel_operator_reconciles_total"
+            ) - common.sample_sum(b, "edgemodel_operator_reconciles_total")
+            out["reconcile_errors"] = common.sample_sum(
+                s, "edgemodel_operator_reconcile_errors_total"
+            ) - common.sample_sum(b, "edgemodel_operator_reconcile_errors_total")
             name = "edgemodel_operator_reconcile_duration_seconds"
             cur, prev = common.buckets(s, name), common.buckets(b, name)
             out["reconcile_p50_s"] = common.histogram_quantile(0.5, cur, prev)
@@ -133,7 +145,12 @@ def _create_all(client: Any, namespace: str, n: int, workers: int = 4) -> float:
     objects = kubernetes.client.CustomObjectsApi(client)
 
     def create(i: int) -> None:
-        body = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": f"em-{i:04d}"}, "spec": spec(i)}
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "metadata": {"name": f"em-{i:04d}"},
+            "spec": spec(i),
+        }
         objects.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, body)
 
     t = time.monotonic()
@@ -158,10 +175,20 @@ class Reporter:
 
         from edgemodel import api, contracts
 
-        entry = api.ReplicaDriftEntry(rmse=0.3, samples=100, detected=False,
-                                      report_time=datetime.datetime.now(datetime.UTC), model_version="1")  # fmt: skip
+        entry = api.ReplicaDriftEntry(
+            rmse=0.3,
+            samples=100,
+            detected=False,
+            report_time=datetime.datetime.now(datetime.UTC),
+            model_version="1",
+        )
         kubernetes.client.CustomObjectsApi(self.client).patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL, edgemodel, contracts.replica_drift_patch(pod, entry)
+            api.GROUP,
+            api.VERSION,
+            self.namespace,
+            api.PLURAL,
+            edgemodel,
+            contracts.replica_drift_patch(pod, entry),
         )
 
     def _run(self) -> None:
@@ -172,21 +199,26 @@ class Reporter:
             while not self._stop.is_set():
                 try:
                     pods = core.list_namespaced_pod(
-                        self.namespace, label_selector="app.kubernetes.io/component=inference").items
-                except Exception:  # noqa: BLE001 - the API server is busy; try again
+                        self.namespace, label_selector="app.kubernetes.io/component=inference"
+                    ).items
+                except Exception:
                     self.errors += 1
                     self._stop.wait(1)
                     continue
                 todo = []
                 for p in pods:
                     owner = (p.metadata.labels or {}).get("edgeml.dev/edgemodel")
-                    if owner and p.metadata.name not in self.reported and p.metadata.deletion_timestamp is None:
+                    if (
+                        owner
+                        and p.metadata.name not in self.reported
+                        and p.metadata.deletion_timestamp is None
+                    ):
                         todo.append((owner, p.metadata.name))
-                for (owner, pod), fut in [(t, pool.submit(self._report, *t)) for t in todo]:
+                for (_, pod), fut in [(t, pool.submit(self._report, *t)) for t in todo]:
                     try:
                         fut.result()
                         self.reported.add(pod)
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         self.errors += 1
                 self._stop.wait(0.5)
 
@@ -199,7 +231,9 @@ class Reporter:
         self._thread.join(30)
 
 
-def _wait_all_ready(client: Any, namespace: str, n: int, timeout: float) -> tuple[float | None, list[float], int]:
+def _wait_all_ready(
+    client: Any, namespace: str, n: int, timeout: float
+) -> tuple[float | None, list[float], int]:
     """Seconds until all ``n`` are Ready (None on timeout), each one's Ready time, and how many were Ready."""
     import kubernetes
 
@@ -210,8 +244,10 @@ def _wait_all_ready(client: Any, namespace: str, n: int, timeout: float) -> tupl
     first_ready: dict[str, float] = {}
     while time.monotonic() - start < timeout:
         try:
-            items = objects.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)["items"]
-        except Exception:  # noqa: BLE001
+            items = objects.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)[
+                "items"
+            ]
+        except Exception:
             time.sleep(1)
             continue
         now = time.monotonic() - start
@@ -235,13 +271,26 @@ def _baseline_deployments(plane: Any, n: int, timeout: float) -> dict[str, Any]:
 
     def create(i: int) -> None:
         labels = {"app": f"d-{i:04d}"}
-        apps.create_namespaced_deployment(BASELINE_NAMESPACE, cast(Any, {
-            "metadata": {"name": f"d-{i:04d}"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "c", "image": "localhost/x"}],
-                                           "tolerations": [{"operator": "Exists"}]}}},
-        }))  # fmt: skip
+        apps.create_namespaced_deployment(
+            BASELINE_NAMESPACE,
+            cast(
+                Any,
+                {
+                    "metadata": {"name": f"d-{i:04d}"},
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": labels},
+                        "template": {
+                            "metadata": {"labels": labels},
+                            "spec": {
+                                "containers": [{"name": "c", "image": "localhost/x"}],
+                                "tolerations": [{"operator": "Exists"}],
+                            },
+                        },
+                    },
+                },
+            ),
+        )
 
     before = Snapshot(plane, None)
     t = time.monotonic()
@@ -271,24 +320,39 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
     try:
         t = time.monotonic()
         plane.start()
-        plane.kubectl("apply", "--server-side", "-f", str(common.RESULTS.parents[1] / "crds" / "edgemodel.yaml"))
+        plane.kubectl(
+            "apply", "--server-side", "-f", str(common.RESULTS.parents[1] / "crds" / "edgemodel.yaml")
+        )
         ext = kubernetes.client.ApiextensionsV1Api(plane.api_client())
         processes.wait_until(
-            lambda: any(c.type == "Established" and c.status == "True"
-                        for c in ext.read_custom_resource_definition("edgemodels.edgeml.dev").status.conditions or []),
-            timeout=30, what="the CRD")  # fmt: skip
+            lambda: any(
+                c.type == "Established" and c.status == "True"
+                for c in ext.read_custom_resource_definition("edgemodels.edgeml.dev").status.conditions or []
+            ),
+            timeout=30,
+            what="the CRD",
+        )
         out["control_plane_start_seconds"] = time.monotonic() - t
         out["baseline"] = _baseline_deployments(plane, n, timeout)
         client = plane.api_client()
         kubernetes.client.CoreV1Api(client).create_namespace(cast(Any, {"metadata": {"name": NAMESPACE}}))
-        op = operatorprocess.OperatorProcess(plane, workdir / f"operator-{n}", env={
-            "EDGEMODEL_NAMESPACE": NAMESPACE, "EDGEMODEL_LEASE_NAMESPACE": NAMESPACE,
-            "EDGEMODEL_RESYNC_SECONDS": "300", "EDGEMODEL_MLFLOW_TRACKING_URI": MLFLOW_URI,
-            "EDGEMODEL_LEASE_DURATION_SECONDS": "15",
-        }).start()  # fmt: skip
+        op = operatorprocess.OperatorProcess(
+            plane,
+            workdir / f"operator-{n}",
+            env={
+                "EDGEMODEL_NAMESPACE": NAMESPACE,
+                "EDGEMODEL_LEASE_NAMESPACE": NAMESPACE,
+                "EDGEMODEL_RESYNC_SECONDS": "300",
+                "EDGEMODEL_MLFLOW_TRACKING_URI": MLFLOW_URI,
+                "EDGEMODEL_LEASE_DURATION_SECONDS": "15",
+            },
+        ).start()
         pid = _op_pid(op)
-        processes.wait_until(lambda: "edgemodel_operator_leader 1.0" in op.metrics_text(), timeout=60,
-                             what="the operator to lead")  # fmt: skip
+        processes.wait_until(
+            lambda: "edgemodel_operator_leader 1.0" in op.metrics_text(),
+            timeout=60,
+            what="the operator to lead",
+        )
         time.sleep(1)
         out["operator_rss_idle_mb"] = common.proc_rss_bytes(pid) / 2**20
         before = Snapshot(plane, op)
@@ -303,7 +367,10 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
         out["ready_p99_seconds"] = common.percentile(ready_times, 99)
         out["rollout"] = after.delta(before)
         out["operator_rss_peak_mb"] = sampler.peak_rss / 2**20
-        out["rss_curve"] = [(round(t, 1), round(r / 2**20, 1)) for t, r in sampler.samples[:: max(1, len(sampler.samples) // 200)]]
+        out["rss_curve"] = [
+            (round(t, 1), round(r / 2**20, 1))
+            for t, r in sampler.samples[:: max(1, len(sampler.samples) // 200)]
+        ]
         # Let the tail of events settle, then a quiet period with nothing changing.
         time.sleep(min(10.0, quiet_seconds))
         q0 = Snapshot(plane, op)
@@ -311,7 +378,9 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
         q1 = Snapshot(plane, op)
         out["quiet"] = q1.delta(q0)
         out["operator_rss_end_mb"] = common.proc_rss_bytes(pid) / 2**20
-        out["operator_log_errors"] = sum(1 for ln in op.log_text().splitlines() if '"ERROR"' in ln or "Traceback" in ln)
+        out["operator_log_errors"] = sum(
+            1 for ln in op.log_text().splitlines() if '"ERROR"' in ln or "Traceback" in ln
+        )
     finally:
         if op is not None:
             op.stop()
@@ -327,10 +396,20 @@ def _plot(out: pathlib.Path, sizes: list[dict[str, Any]]) -> list[str]:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ns = [s["n"] for s in sizes]
-    axes[0].plot(ns, [s["all_ready_seconds"] or math.nan for s in sizes], "o-", color="#2a7",
-                 label="all EdgeModels Ready (operator)")  # fmt: skip
-    axes[0].plot(ns, [s["baseline"]["all_available_seconds"] or math.nan for s in sizes], "o--", color="#999",
-                 label="same number of plain Deployments available (no operator)")  # fmt: skip
+    axes[0].plot(
+        ns,
+        [s["all_ready_seconds"] or math.nan for s in sizes],
+        "o-",
+        color="#2a7",
+        label="all EdgeModels Ready (operator)",
+    )
+    axes[0].plot(
+        ns,
+        [s["baseline"]["all_available_seconds"] or math.nan for s in sizes],
+        "o--",
+        color="#999",
+        label="same number of plain Deployments available (no operator)",
+    )
     axes[0].axhline(60, color="#c63", ls=":", lw=0.8, label="aim: 1,000 in 60 s")
     axes[0].set_xlabel("EdgeModels")
     axes[0].set_ylabel("seconds")
@@ -356,20 +435,42 @@ def _markdown(sizes: list[dict[str, Any]], quiet_seconds: float) -> str:
     for s in sizes:
         r = s["rollout"]
         b = s["baseline"]
-        rows.append([
-            s["n"], s["all_ready_seconds"], f"{s['ready_count']}/{s['n']}", s["ready_p50_seconds"],
-            b["all_available_seconds"], common.ratio(s["all_ready_seconds"], b["all_available_seconds"]),
-            r.get("reconcile_p50_s", math.nan) * 1000, r.get("reconcile_p99_s", math.nan) * 1000,
-            r.get("reconciles", 0) / s["n"], s["operator_rss_idle_mb"], s["operator_rss_peak_mb"],
-        ])  # fmt: skip
+        rows.append(
+            [
+                s["n"],
+                s["all_ready_seconds"],
+                f"{s['ready_count']}/{s['n']}",
+                s["ready_p50_seconds"],
+                b["all_available_seconds"],
+                common.ratio(s["all_ready_seconds"], b["all_available_seconds"]),
+                r.get("reconcile_p50_s", math.nan) * 1000,
+                r.get("reconcile_p99_s", math.nan) * 1000,
+                r.get("reconciles", 0) / s["n"],
+                s["operator_rss_idle_mb"],
+                s["operator_rss_peak_mb"],
+            ]
+        )
     md = [
         "Each size runs on a fresh control plane. Time is from the first create to the moment the last "
-        "EdgeModel shows `Ready=True`; the baseline is the same control plane making the same number of plain "
+        "EdgeModel shows `Ready=True`; the baseline is the same control plane making the same number "
+        "of plain "
         "one-replica Deployments available with no operator involved.\n",
         common.markdown_table(
-            ["EdgeModels", "all Ready (s)", "Ready", "median Ready (s)", "baseline: Deployments (s)",
-             "× baseline", "reconcile p50 (ms)", "reconcile p99 (ms)", "reconciles / EdgeModel",
-             "operator RSS idle (MB)", "operator RSS peak (MB)"], rows),  # fmt: skip
+            [
+                "EdgeModels",
+                "all Ready (s)",
+                "Ready",
+                "median Ready (s)",
+                "baseline: Deployments (s)",
+                "× baseline",
+                "reconcile p50 (ms)",
+                "reconcile p99 (ms)",
+                "reconciles / EdgeModel",
+                "operator RSS idle (MB)",
+                "operator RSS peak (MB)",
+            ],
+            rows,
+        ),
         "\n## Cost per EdgeModel during the rollout\n",
     ]
     rows = []
@@ -377,33 +478,74 @@ def _markdown(sizes: list[dict[str, Any]], quiet_seconds: float) -> str:
         r = s["rollout"]
         cpu = r["cpu_seconds"]
         per = {k: v / s["n"] * 1000 for k, v in cpu.items()}
-        rows.append([
-            s["n"], r.get("reconciler_api_requests", 0) / s["n"], r["sa_requests"] / s["n"],
-            common.ratio(r["sa_requests"] / s["n"], base["rollout"]["sa_requests"] / base["n"]),
-            per.get("edgemodel-operator", math.nan),
-            common.ratio(per.get("edgemodel-operator"), base["rollout"]["cpu_seconds"]["edgemodel-operator"] / base["n"] * 1000),
-            per.get("kube-apiserver", math.nan), per.get("etcd", math.nan),
-            per.get("kube-controller-manager", math.nan),
-            s["baseline"]["cpu_seconds"].get("kube-apiserver", math.nan) / s["n"] * 1000,
-        ])  # fmt: skip
-    md.append(common.markdown_table(
-        ["EdgeModels", "API requests / EM (reconciler)", "API requests / EM (API server, operator's SA)",
-         f"× at {base['n']}", "operator CPU ms / EM", f"× at {base['n']}", "apiserver CPU ms / EM",
-         "etcd CPU ms / EM", "controller-manager CPU ms / EM", "baseline: apiserver CPU ms / Deployment"], rows))  # fmt: skip
+        rows.append(
+            [
+                s["n"],
+                r.get("reconciler_api_requests", 0) / s["n"],
+                r["sa_requests"] / s["n"],
+                common.ratio(r["sa_requests"] / s["n"], base["rollout"]["sa_requests"] / base["n"]),
+                per.get("edgemodel-operator", math.nan),
+                common.ratio(
+                    per.get("edgemodel-operator"),
+                    base["rollout"]["cpu_seconds"]["edgemodel-operator"] / base["n"] * 1000,
+                ),
+                per.get("kube-apiserver", math.nan),
+                per.get("etcd", math.nan),
+                per.get("kube-controller-manager", math.nan),
+                s["baseline"]["cpu_seconds"].get("kube-apiserver", math.nan) / s["n"] * 1000,
+            ]
+        )
+    md.append(
+        common.markdown_table(
+            [
+                "EdgeModels",
+                "API requests / EM (reconciler)",
+                "API requests / EM (API server, operator's SA)",
+                f"× at {base['n']}",
+                "operator CPU ms / EM",
+                f"× at {base['n']}",
+                "apiserver CPU ms / EM",
+                "etcd CPU ms / EM",
+                "controller-manager CPU ms / EM",
+                "baseline: apiserver CPU ms / Deployment",
+            ],
+            rows,
+        )
+    )
     md.append(f"\n## A quiet period ({quiet_seconds:.0f} s, nothing changing, all Ready)\n")
     rows = []
     for s in sizes:
         q = s["quiet"]
         per_min = 60.0 / q["seconds"]
-        rows.append([s["n"], q.get("reconciler_api_requests", 0) * per_min, q["sa_requests"] * per_min,
-                     q["sa_requests"] * per_min / s["n"], q.get("reconciles", 0) * per_min,
-                     q["cpu_seconds"].get("edgemodel-operator", math.nan) / q["seconds"] * 100,
-                     q["cpu_seconds"].get("kube-apiserver", math.nan) / q["seconds"] * 100,
-                     q["all_apiserver_requests"] * per_min, s["operator_rss_end_mb"]])  # fmt: skip
-    md.append(common.markdown_table(
-        ["EdgeModels", "reconciler API requests / min", "operator SA requests / min", "per EM / min",
-         "reconciles / min", "operator CPU %", "apiserver CPU %", "all API server requests / min (every client)",
-         "operator RSS (MB)"], rows))  # fmt: skip
+        rows.append(
+            [
+                s["n"],
+                q.get("reconciler_api_requests", 0) * per_min,
+                q["sa_requests"] * per_min,
+                q["sa_requests"] * per_min / s["n"],
+                q.get("reconciles", 0) * per_min,
+                q["cpu_seconds"].get("edgemodel-operator", math.nan) / q["seconds"] * 100,
+                q["cpu_seconds"].get("kube-apiserver", math.nan) / q["seconds"] * 100,
+                q["all_apiserver_requests"] * per_min,
+                s["operator_rss_end_mb"],
+            ]
+        )
+    md.append(
+        common.markdown_table(
+            [
+                "EdgeModels",
+                "reconciler API requests / min",
+                "operator SA requests / min",
+                "per EM / min",
+                "reconciles / min",
+                "operator CPU %",
+                "apiserver CPU %",
+                "all API server requests / min (every client)",
+                "operator RSS (MB)",
+            ],
+            rows,
+        )
+    )
     return "\n".join(md)
 
 
@@ -418,8 +560,11 @@ def run(out: pathlib.Path, *, quick: bool, sizes: list[int] | None = None) -> co
             print(f"   operator: {n} EdgeModels", flush=True)
             results.append(_one_size(n, workdir, quiet_seconds=quiet, timeout=timeout))
             s = results[-1]
-            print(f"   operator: {n} -> all Ready in {s['all_ready_seconds']} s ({s['ready_count']} Ready), "
-                  f"RSS peak {s['operator_rss_peak_mb']:.0f} MB", flush=True)  # fmt: skip
+            print(
+                f"   operator: {n} -> all Ready in {s['all_ready_seconds']} s ({s['ready_count']} Ready), "
+                f"RSS peak {s['operator_rss_peak_mb']:.0f} MB",
+                flush=True,
+            )
     finally:
         with contextlib.suppress(Exception):
             shutil.rmtree(workdir, ignore_errors=True)

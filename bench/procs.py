@@ -1,3 +1,4 @@
+# ruff: noqa: PLC0415 - heavy or optional dependencies are imported where they are used
 """Start, pause and stop the benchmark's own helper processes. Every one is stopped by its owner.
 
 I/O: subprocesses.
@@ -28,15 +29,35 @@ def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def mqttclient_argv(mode: str, broker: Any, client_id: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "bench.mqttclient", mode, "--host", broker.host, "--port", str(broker.port),
-            "--username", broker.username, "--password", broker.password, "--client-id", client_id, *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "bench.mqttclient",
+        mode,
+        "--host",
+        broker.host,
+        "--port",
+        str(broker.port),
+        "--username",
+        broker.username,
+        "--password",
+        broker.password,
+        "--client-id",
+        client_id,
+        *args,
+    ]
 
 
 class Helper:
     """One child process in its own process group; :meth:`stop` ends that group."""
 
-    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                 stderr_path: pathlib.Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stderr_path: pathlib.Path | None = None,
+    ) -> None:
         self.argv = list(argv)
         if stderr_path is None:
             import tempfile
@@ -47,9 +68,15 @@ class Helper:
             self._own_log = False
         self.stderr_path = stderr_path
         self._stderr = stderr_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     stdin=subprocess.DEVNULL, env=_env(env), cwd=REPO,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            env=_env(env),
+            cwd=REPO,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:

@@ -12,7 +12,12 @@ from bench import common, drift_bench, heal_bench
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
-    [([1.0], 99, 1.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.5), ([5.0, 1.0, 3.0], 0, 1.0), ([5.0, 1.0, 3.0], 100, 5.0)],
+    [
+        ([1.0], 99, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+        ([5.0, 1.0, 3.0], 0, 1.0),
+        ([5.0, 1.0, 3.0], 100, 5.0),
+    ],
 )
 def test_percentile(values: list[float], q: float, expected: float) -> None:
     assert common.percentile(values, q) == pytest.approx(expected)
