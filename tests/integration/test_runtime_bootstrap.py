@@ -98,7 +98,6 @@ def test_window_is_uploaded_for_bootstrap_while_no_model_serves(mosquitto_broker
             )
             testing.wait_for(lambda: not runtime.reporter.uploading, timeout=60, what="uploads to finish")
         testing.wait_for(lambda: not runtime.reporter.uploading, timeout=60, what="uploads to finish")
-        testing.wait_for(lambda: not runtime.reporter.uploading, timeout=60, what="uploads to finish")
         uploads = testing.sample(reg, "edgemodel_training_windows_total", logged)
         assert len(_bootstrap_runs(uri, name)) == uploads
 
