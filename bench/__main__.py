@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import pathlib
+import signal
 import sys
 import time
 import traceback
@@ -20,6 +21,10 @@ BENCHMARKS = {
 }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("which", nargs="+", choices=["all", *BENCHMARKS])
@@ -27,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=pathlib.Path, default=common.RESULTS, help="where results are written")
     p.add_argument("--sizes", default=None, help="operator: comma-separated EdgeModel counts")
     args = p.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every benchmark's finally stops the processes it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     names = list(BENCHMARKS) if "all" in args.which else args.which

@@ -56,6 +56,10 @@ class ThresholdRule:
         self._above = above
         return self
 
+    @property
+    def active(self) -> bool:
+        return self._above
+
 
 class MonitorRule:
     """The rule a replica reports: ``DriftMonitor`` (Page-Hinkley latched, plus the threshold)."""
@@ -73,6 +77,10 @@ class MonitorRule:
         self.drift_detected = now and not self._was
         self._was = now
         return self
+
+    @property
+    def active(self) -> bool:
+        return self._was
 
 
 def _edgemodel(name: str) -> Callable[[], Any]:
@@ -118,14 +126,19 @@ class Trial:
         self.change = change
 
 
-def alarms(make: Callable[[], Any], values: Sequence[float]) -> list[int]:
-    """Indices at which a fresh detector signals on ``values``."""
+def alarms(make: Callable[[], Any], values: Sequence[float], change: int | None = None) -> list[int]:
+    """Indices at which a fresh detector signals on ``values``.
+
+    A latched rule (one with an ``active`` state, such as the threshold rule) that is still
+    in alarm when the change comes counts as signalling at the change: it already says drifted.
+    """
     det = make()
     out = []
     for i, x in enumerate(values):
-        if det.update(float(x)) is None:  # river's detectors return None from update in some versions
-            pass
-        if det.drift_detected:
+        if change is not None and i == change and getattr(det, "active", False):
+            out.append(i)
+        det.update(float(x))
+        if det.drift_detected and not (out and out[-1] == i):
             out.append(i)
     return out
 
@@ -243,7 +256,7 @@ def evaluate(trials: Sequence[Trial], detectors: Sequence[str]) -> dict[str, Any
     for key in detectors:
         make = DETECTORS[key][1]
         t = time.perf_counter()
-        hits = [alarms(make, tr.values) for tr in trials]
+        hits = [alarms(make, tr.values, tr.change) for tr in trials]
         s = score(trials, hits)
         s["us_per_update"] = (time.perf_counter() - t) / max(sum(len(tr.values) for tr in trials), 1) * 1e6
         out[key] = s
