@@ -320,7 +320,8 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
 
     from edgemodel.harness import controlplane, operatorprocess, processes
 
-    nodes = max(1, math.ceil(n * 2.4 / 1000))
+    # Each EdgeModel asks for 350m CPU and 704Mi (inference Pod + bootstrap Job Pod); a kwok node has 32 CPUs.
+    nodes = math.ceil(n / 80) + 1
     plane = controlplane.ControlPlane(workdir / f"plane-{n}", nodes=nodes)
     op = None
     out: dict[str, Any] = {"n": n, "nodes": nodes}
