@@ -48,6 +48,8 @@ LEASE_SECONDS = int(os.environ.get("BENCH_OPERATOR_LEASE_SECONDS", "60"))
 """The operator's leader Lease duration. At the default 15 s, a burst of 100 creates made the
 operator miss its renewals (they share the thread pool with the reconciles), lose the Lease,
 and drop the requests that came meanwhile; see BENCHMARKS.md. 60 s keeps it leading."""
+SERVICE_CIDR = "10.0.0.0/16"
+"""Service range of the benchmark's control planes (the harness' default, a /24, fits 254 Services)."""
 MLFLOW_URI = "http://127.0.0.1:9"  # never called: the operator renders it into the Pods' config only
 
 
@@ -322,6 +324,9 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
 
     # Each EdgeModel asks for 350m CPU and 704Mi (inference Pod + bootstrap Job Pod); a kwok node has 32 CPUs.
     nodes = math.ceil(n / 80) + 1
+    # Every EdgeModel has a ClusterIP Service; the harness' /24 range holds 254, so beyond that
+    # Service applies fail (500) and EdgeModels never become Ready. Widen it for these planes.
+    controlplane.SERVICE_CIDR = SERVICE_CIDR
     plane = controlplane.ControlPlane(workdir / f"plane-{n}", nodes=nodes)
     op = None
     out: dict[str, Any] = {"n": n, "nodes": nodes}
