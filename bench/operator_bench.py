@@ -538,7 +538,7 @@ def _markdown(sizes: list[dict[str, Any]], quiet_seconds: float) -> str:
             rows,
         )
     )
-    md.append(f"\n## A quiet period ({quiet_seconds:.0f} s, nothing changing, all Ready)\n")
+    md.append(f"\n## A quiet period ({quiet_seconds:.0f} s after the rollout ended, nothing changing)\n")
     rows = []
     for s in sizes:
         q = s["quiet"]
