@@ -460,14 +460,15 @@ def _markdown(data: dict[str, Any]) -> str:
             rows,
         ),
         "",
-        f"- **Runtime / ceiling: {common.ratio(b['steady_rate'], c['steady_rate']):.2f} in steady state**, "
-        f"{common.ratio(b['rate'], c['rate']):.2f} over the whole drain including the start-up stall "
-        "(aim ≥ 0.70).",
-        f"- **Micro-batching gain: {common.ratio(b['steady_rate'], nv['steady_rate']):.1f}×** the naive "
-        f"one-predict-per-reading runtime in steady state ({common.ratio(b['rate'], nv['rate']):.1f}× "
-        "over the "
-        "whole drain); CPU per reading "
-        f"{common.ratio(nv['cpu_us_per_reading'], b['cpu_us_per_reading']):.1f}× lower. "
+        f"- **Runtime / ceiling: {common.ratio(b['rate'], c['rate']):.2f}** end to end over the whole drain "
+        "(aim ≥ 0.70). The 10–90 % figure "
+        f"({common.ratio(b['steady_rate'], c['steady_rate']):.2f}) overstates it: predictions made during "
+        "the start-up stall leave the runtime's MQTT client in bursts afterwards (see the drain plot).",
+        f"- **Micro-batching gain: {common.ratio(b['rate'], nv['rate']):.1f}×** the naive "
+        "one-predict-per-reading runtime over the whole drain; runtime CPU per reading "
+        f"{common.ratio(nv['cpu_us_per_reading'], b['cpu_us_per_reading']):.1f}× lower "
+        f"({b['cpu_us_per_reading']:.0f} vs {nv['cpu_us_per_reading']:.0f} µs, i.e. about "
+        f"{1e6 / b['cpu_us_per_reading']:,.0f} readings per CPU-second batched). "
         f"The naive runtime drained a backlog of {nv['received'] + DEVICES * LAGS:,} readings.",
         f"- Runtime RSS: {b['rss_idle_mb']:.0f} MB idle with the model loaded, peak "
         f"{b['rss_peak_mb']:.0f} MB "
