@@ -590,9 +590,7 @@ class RetrainingStatus(_StatusModel):
     ] = []
     last_completed_job: str | None = None
     last_completed_time: datetime.datetime | None = None
-    last_outcome: Annotated[
-        str | None, Field(description="Promoted, Rejected, RolledBack or Failed.")
-    ] = None
+    last_outcome: Annotated[str | None, Field(description="Promoted, Rejected, RolledBack or Failed.")] = None
     last_reason: str | None = None
     retry_seen: Annotated[
         str | None, Field(description="The last edgeml.dev/retry annotation value acted on.")

@@ -14,12 +14,12 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pytest
-from edgemodel_trainer import main, pipeline, tracking
 from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from edgemodel import contracts, features, modelstore, registry, rollback
 from edgemodel.harness import mlflowserver
+from edgemodel_trainer import main, pipeline, tracking
 
 pytestmark = pytest.mark.mlflow
 

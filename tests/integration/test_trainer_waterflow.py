@@ -13,11 +13,11 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pytest
-from edgemodel_trainer import data, pipeline, train
 from river import datasets
 
 from edgemodel import contracts, features, registry
 from edgemodel.harness import mlflowserver
+from edgemodel_trainer import data, pipeline, train
 
 pytestmark = pytest.mark.mlflow
 

@@ -6,11 +6,11 @@ import json
 import pathlib
 
 import pytest
-from edgemodel_trainer import main
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edgemodel import api, contracts
+from edgemodel_trainer import main
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
 

@@ -6,9 +6,9 @@ import pathlib
 
 import pandas as pd
 import pytest
-from edgemodel_trainer import data
 
 from edgemodel import features
+from edgemodel_trainer import data
 
 SPEC = features.FeatureSpec(features=("temp", "hum"), target="temp", lags=1)
 

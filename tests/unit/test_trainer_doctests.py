@@ -6,9 +6,9 @@ import doctest
 import types
 
 import pytest
-from edgemodel_trainer import promotion, train
 
 from edgemodel import rollback
+from edgemodel_trainer import promotion, train
 
 
 @pytest.mark.parametrize("module", [train, promotion, rollback], ids=lambda m: m.__name__)

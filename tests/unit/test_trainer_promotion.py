@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from edgemodel_trainer import promotion
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edgemodel import rollback
+from edgemodel_trainer import promotion
 
 MARGIN = 0.02
 

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from edgemodel_trainer import train
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edgemodel import api, features
+from edgemodel_trainer import train
 
 
 def frame_of(n: int, *, timestamps: list[float] | None = None, width: int = 2) -> features.TrainingFrame:
