@@ -18,7 +18,10 @@ Runtime -> trainer (the training window)
     of recent raw readings to MLflow as a run in the experiment
     :func:`window_experiment`, with the CSV artifact :data:`WINDOW_ARTIFACT` (columns
     ``device``, ``ts``, then the fields of the feature spec) and the tags in
-    :data:`WINDOW_TAGS`. The trainer reads the newest such runs.
+    :data:`WINDOW_TAGS`, marking where the plant changed (``change_ts``). Once enough
+    readings of the changed plant have arrived it logs the window again, with the metric
+    :data:`WINDOW_FRESH_METRIC`. The trainer reads the newest such runs, and waits for one
+    with enough readings after the change.
 
 Operator -> trainer
     :class:`TrainerConfig`, rendered into the Job's command line by
@@ -52,6 +55,7 @@ from edgemodel import api
 
 __all__ = [
     "WINDOW_ARTIFACT",
+    "WINDOW_FRESH_METRIC",
     "WINDOW_TAGS",
     "ExitCode",
     "RuntimeConfig",
@@ -77,6 +81,8 @@ WINDOW_TAGS = {
     "change_ts": "edgemodel.change_ts",
 }
 WINDOW_KIND = "training-window"
+WINDOW_FRESH_METRIC = "readings_after_change"
+"""Run metric: how many readings of the window are at or after ``change_ts``."""
 
 
 def window_experiment(model_name: str) -> str:

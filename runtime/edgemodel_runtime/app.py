@@ -99,6 +99,8 @@ class App:
         self._gauges_at = 0.0
         self._bootstrap_min = min(c.training_window, BOOTSTRAP_MIN_READINGS)
         self._bootstrap_next = 0.0
+        self._fresh: window.FreshReadings | None = None
+        """Set from a detection until the window with the changed plant is handed over."""
 
         self.mlflow: MlflowClient | None = (
             registry_client(c.mlflow_tracking_uri) if c.mlflow_tracking_uri else None
@@ -337,6 +339,8 @@ class App:
             self._reject(reason, f"device {reading.device} at ts {reading.ts}", None)
         m.readings.inc(len(plan.accepted))
         self.window.extend(plan.accepted)
+        if self._fresh is not None:
+            self._fresh.add(len(plan.accepted))
         for reading in plan.accepted:
             self.psi.update([reading.values[f] for f in self.spec.features])
 
@@ -401,7 +405,26 @@ class App:
                 self._serving,
                 extra={"reason": reason, "rmse": self.drift.rmse, "samples": self.drift.samples},
             )
-            self._report(with_window=True)
+            change_ts = self.window.newest_ts()
+            self._fresh = None
+            if change_ts is not None:
+                c = self.settings.config
+                self._fresh = window.FreshReadings(
+                    change_ts=change_ts,
+                    started=time.monotonic(),
+                    target=window.fresh_target(
+                        training_window=c.training_window, drift_window=c.drift_window
+                    ),
+                    max_seconds=self.settings.options.fresh_window_max_seconds,
+                )
+            self._report(window_reason="drift")
+        elif self._fresh is not None and (self._fresh.ready(now=time.monotonic()) or not self.drift.detected):
+            log.info(
+                "Handing over the training window with the changed plant",
+                extra={"readings_after_change": self._fresh.count, "change_ts": self._fresh.change_ts},
+            )
+            self._report(window_reason="drift")
+            self._fresh = None
         elif was and not self.drift.detected:
             log.info("Drift of model %s version %s cleared", self.settings.config.model_name, self._serving)
             self._report()
@@ -428,7 +451,7 @@ class App:
         log.info("Handing the training window over for a bootstrap", extra={"readings": len(self.window)})
         self._report(window_reason="bootstrap")
 
-    def _report(self, *, with_window: bool = False, window_reason: str | None = None) -> None:
+    def _report(self, *, window_reason: str | None = None) -> None:
         state = self.holder.state
         report = reporting.DriftReport(
             rmse=self.drift.rmse,
@@ -438,13 +461,16 @@ class App:
             model_version=self._serving,
             model_error=state.error,
         )
-        if window_reason is None and with_window:
-            window_reason = "drift"
-        self.reporter.update(
-            report,
-            window=self.window.snapshot() if window_reason is not None else None,
-            window_reason=window_reason or "drift",
-        )
+        handoff = None
+        if window_reason is not None:
+            fresh = self._fresh if window_reason == "drift" else None
+            handoff = reporting.WindowHandoff(
+                self.window.snapshot(),
+                reason=window_reason,
+                change_ts=None if fresh is None else fresh.change_ts,
+                readings_after_change=None if fresh is None else min(fresh.count, len(self.window)),
+            )
+        self.reporter.update(report, window=handoff)
 
     def _refresh_gauges(self) -> None:
         now = time.monotonic()
@@ -462,23 +488,28 @@ class App:
             for feature, value in self.psi.psi().items():
                 m.feature_psi.labels(feature).set(value)
 
-    def _upload_window(
-        self, readings: Sequence[payloads.Reading], state: reporting.DriftReport, reason: str
-    ) -> None:
+    def _upload_window(self, handoff: reporting.WindowHandoff, state: reporting.DriftReport) -> None:
         assert self.mlflow is not None
         run_id = window.upload(
             self.mlflow,
-            readings,
+            handoff.readings,
             fields=self.spec.fields,
             model_name=self.settings.config.model_name,
             edgemodel=self.settings.config.edgemodel,
             pod=self.settings.pod_name,
-            reason=reason,
+            reason=handoff.reason,
             model_version=state.model_version,
+            change_ts=handoff.change_ts,
+            readings_after_change=handoff.readings_after_change,
         )
         log.info(
             "Logged the training window",
-            extra={"run_id": run_id, "readings": len(readings), "reason": reason},
+            extra={
+                "run_id": run_id,
+                "readings": len(handoff.readings),
+                "reason": handoff.reason,
+                "readings_after_change": handoff.readings_after_change,
+            },
         )
 
     # ------------------------------------------------------------------ HTTP endpoints

@@ -60,6 +60,9 @@ class Options(pydantic.BaseModel):
     defaults to 3 x reportIntervalSeconds."""
     bootstrap_upload_seconds: float = pydantic.Field(default=60.0, gt=0)
     """Without a model: the window is uploaded (reason ``bootstrap``) at most this often."""
+    fresh_window_max_seconds: float = pydantic.Field(default=120.0, gt=0)
+    """After a detection, the window is logged again once it holds enough readings of the
+    changed plant, or after this many seconds, whichever comes first."""
     client_id: str | None = None
     """MQTT client id; defaults to ``edgemodel-<POD_NAME>``, or to the host name."""
     session_expiry_seconds: int = pydantic.Field(default=3600, ge=0)

@@ -198,8 +198,20 @@ def api_client_from_environment() -> k8s.ApiClient:
         return api_client
 
 
-WindowUpload = Callable[[Sequence[payloads.Reading], DriftReport, str], None]
-"""``(readings, state, reason)``: log a training window; reason is ``drift`` or ``bootstrap``."""
+@dataclasses.dataclass(frozen=True)
+class WindowHandoff:
+    """A training window to log before the next report."""
+
+    readings: Sequence[payloads.Reading]
+    reason: str = "drift"
+    """``drift`` or ``bootstrap``."""
+    change_ts: float | None = None
+    """Reading time from which the window shows the changed plant."""
+    readings_after_change: int | None = None
+
+
+WindowUpload = Callable[[WindowHandoff, DriftReport], None]
+"""``(window, state)``: log a training window to MLflow."""
 
 
 class Reporter:
@@ -228,8 +240,7 @@ class Reporter:
         self._clock = clock
         self._cond = threading.Condition()
         self._state = DriftReport()
-        self._window: Sequence[payloads.Reading] | None = None
-        self._window_reason = "drift"
+        self._window: WindowHandoff | None = None
         self._uploading = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
@@ -249,15 +260,13 @@ class Reporter:
         self,
         state: DriftReport,
         *,
-        window: Sequence[payloads.Reading] | None = None,
-        window_reason: str = "drift",
+        window: WindowHandoff | None = None,
     ) -> None:
         """Record the newest state; ``window`` is uploaded before this state is reported."""
         with self._cond:
             self._state = state
             if window is not None:
                 self._window = window
-                self._window_reason = window_reason
             self._cond.notify_all()
 
     @property
@@ -282,11 +291,10 @@ class Reporter:
                     self._cond.wait(min(wait, tick_wait, 5.0))
                     continue
                 state, window, self._window = self._state, self._window, None
-                reason = self._window_reason
                 self._uploading = window is not None
             if self.tick is not None and self._clock() >= self._next_tick:
                 self._run_tick()
-            uploaded = window is not None and self._upload(window, state, reason)
+            uploaded = window is not None and self._upload(window, state)
             self._uploading = False
             if uploaded or self.policy.due(state, self._clock()):
                 self._send(state)
@@ -299,12 +307,13 @@ class Reporter:
         except Exception:  # the tick handles its own errors; this only keeps the reporter alive
             log.exception("Failed to run the reporter's periodic task")
 
-    def _upload(self, window: Sequence[payloads.Reading], state: DriftReport, reason: str) -> bool:
+    def _upload(self, window: WindowHandoff, state: DriftReport) -> bool:
         """Upload ``window``; True when it was logged (the report then follows at once)."""
         if self.upload_window is None:
             return False
+        reason = window.reason
         try:
-            self.upload_window(window, state, reason)
+            self.upload_window(window, state)
         except Exception as exc:  # noqa: BLE001 - the drift is reported anyway
             self.metrics.windows.labels("failed", reason).inc()
             log.error("Failed to log the training window (%s): %s", reason, exc)

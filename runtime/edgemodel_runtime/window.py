@@ -6,13 +6,21 @@ On drift, the replica logs its window as a run in the experiment
 of the feature spec, oldest reading first) and the tags of
 :data:`edgemodel.contracts.WINDOW_TAGS`; only then does it report the drift.
 
-:class:`TrainingWindow` and :func:`to_csv` are pure; :func:`upload` talks to MLflow.
+A window logged the moment drift is detected holds almost nothing of the changed plant.
+So the replica marks the change (``change_ts``, the newest reading time at detection) and,
+once :class:`FreshReadings` says enough readings of the changed plant have arrived, logs
+the window again with the same mark and their count (metric ``readings_after_change``).
+The trainer waits for that second window.
+
+:class:`TrainingWindow`, :class:`FreshReadings` and :func:`to_csv` are pure;
+:func:`upload` talks to MLflow.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import io
 import pathlib
 import tempfile
@@ -25,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from edgemodel import contracts
 from edgemodel_runtime import payloads
 
-__all__ = ["TrainingWindow", "to_csv", "upload"]
+__all__ = ["FreshReadings", "TrainingWindow", "fresh_target", "to_csv", "upload"]
 
 
 class TrainingWindow:
@@ -45,6 +53,57 @@ class TrainingWindow:
     def snapshot(self) -> list[payloads.Reading]:
         with self._lock:
             return list(self._readings)
+
+    def newest_ts(self) -> float | None:
+        """The latest reading time in the window, or None when it is empty."""
+        with self._lock:
+            return max((r.ts for r in self._readings), default=None)
+
+
+FRESH_MIN_READINGS = 200
+"""Readings of the changed plant the second drift window holds at least (when it can)."""
+
+
+def fresh_target(*, training_window: int, drift_window: int) -> int:
+    """How many post-change readings to wait for: enough to train on, never more than fit.
+
+    >>> fresh_target(training_window=2000, drift_window=100)
+    200
+    >>> fresh_target(training_window=2000, drift_window=500)
+    1000
+    >>> fresh_target(training_window=300, drift_window=100)
+    150
+    """
+    return max(1, min(training_window // 2, max(FRESH_MIN_READINGS, 2 * drift_window)))
+
+
+@dataclasses.dataclass
+class FreshReadings:
+    """Counts the readings that arrive after drift was detected, until the window is handed over.
+
+    >>> fresh = FreshReadings(change_ts=100.0, started=0.0, target=3, max_seconds=60.0)
+    >>> fresh.add(2); fresh.ready(now=1.0)
+    False
+    >>> fresh.add(1); fresh.ready(now=1.0)
+    True
+    >>> FreshReadings(change_ts=100.0, started=0.0, target=3, max_seconds=60.0).ready(now=60.0)
+    True
+    """
+
+    change_ts: float
+    """Reading time from which the window shows the changed plant."""
+    started: float
+    """Monotonic time of the detection."""
+    target: int
+    max_seconds: float
+    """Hand the window over after this long even with fewer readings (a slow stream)."""
+    count: int = 0
+
+    def add(self, n: int) -> None:
+        self.count += n
+
+    def ready(self, *, now: float) -> bool:
+        return self.count >= self.target or now - self.started >= self.max_seconds
 
 
 def to_csv(readings: Sequence[payloads.Reading], fields: Sequence[str]) -> str:
@@ -85,6 +144,8 @@ def upload(
     pod: str | None,
     reason: str,
     model_version: str | None,
+    change_ts: float | None = None,
+    readings_after_change: int | None = None,
 ) -> str:
     """Log the window as a finished MLflow run; return the run id."""
     tags = {
@@ -97,6 +158,8 @@ def upload(
         tags[contracts.WINDOW_TAGS["pod"]] = pod
     if model_version is not None:
         tags[contracts.WINDOW_TAGS["model_version"]] = model_version
+    if change_ts is not None:
+        tags[contracts.WINDOW_TAGS["change_ts"]] = repr(float(change_ts))
     run = client.create_run(_experiment_id(client, contracts.window_experiment(model_name)), tags=tags)
     run_id = str(run.info.run_id)
     try:
@@ -107,6 +170,8 @@ def upload(
             client.log_artifact(run_id, str(path), folder or None)
         client.log_metric(run_id, "readings", float(len(readings)))
         client.log_metric(run_id, "devices", float(len({r.device for r in readings})))
+        if readings_after_change is not None:
+            client.log_metric(run_id, contracts.WINDOW_FRESH_METRIC, float(readings_after_change))
     except Exception:
         client.set_terminated(run_id, "FAILED")
         raise

@@ -1,6 +1,8 @@
 """Drift on a real broker and MLflow: an abrupt shift is caught, a stationary stream is not.
 
-When drift is detected the training window lands in MLflow before the report goes out.
+When drift is detected the training window lands in MLflow before the report goes out,
+marking where the plant changed; once enough readings of the changed plant have arrived
+the window is logged again, for the trainer to learn the plant as it is now.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pytest
 
 from edgemodel import contracts
 from edgemodel.registry import client as mlflow_client
-from edgemodel_runtime import app, testing
+from edgemodel_runtime import app, testing, window
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 
@@ -67,6 +69,11 @@ def _run(mosquitto_broker, mlflow_server, name: str, shift_at: int | None):
             testing.wait_for(
                 lambda: any(e.detected for e in sink.snapshot()), timeout=30, what="drift report"
             )
+            testing.wait_for(
+                lambda: len(_window_runs(mlflow_server.uri, name)) >= 2,
+                timeout=30,
+                what="the window with the changed plant",
+            )
         return runtime, sink, windows_at_report, data
     finally:
         publisher.close()
@@ -106,6 +113,20 @@ def test_abrupt_shift_is_detected_and_the_window_is_logged_first(
     delay = last_step - SHIFT_AT
     print(f"detection delay: {delay:.0f} readings per device after the shift")
     assert 0 <= delay <= 30
+
+    # The change is marked, and the second window holds enough readings of the changed plant.
+    change_ts = float(tags[contracts.WINDOW_TAGS["change_ts"]])
+    assert start + SHIFT_AT <= change_ts <= start + SHIFT_AT + 30
+    fresh = sorted(runs, key=lambda r: r.info.start_time)[-1]
+    assert len(runs) == 2
+    assert float(fresh.data.tags[contracts.WINDOW_TAGS["change_ts"]]) == change_ts
+    target = window.fresh_target(training_window=500, drift_window=runtime.settings.config.drift_window)
+    after = fresh.data.metrics[contracts.WINDOW_FRESH_METRIC]
+    assert target <= after <= 500
+    local = c.download_artifacts(fresh.info.run_id, contracts.WINDOW_ARTIFACT)
+    with open(local) as fh:
+        fresh_rows = list(csv.reader(io.StringIO(fh.read())))[1:]
+    assert sum(float(r[1]) >= change_ts for r in fresh_rows) >= target
 
 
 def test_stationary_stream_of_the_same_length_gives_no_alarm(mosquitto_broker, mlflow_server, unique_name):

@@ -52,11 +52,11 @@ def test_window_is_uploaded_before_drift_is_reported():
         sink,
         interval=0.05,
         metrics=m,
-        upload_window=lambda window, state, reason: events.append(f"window {len(window)} {reason}"),
+        upload_window=lambda window, state: events.append(f"window {len(window.readings)} {window.reason}"),
     ).start()
     try:
         testing.wait_for(lambda: len(events) == 1, timeout=10, what="first report")
-        reporter.update(CHANGED, window=["r1", "r2"])  # type: ignore[list-item]
+        reporter.update(CHANGED, window=reporting.WindowHandoff(["r1", "r2"]))  # type: ignore[list-item]
         testing.wait_for(lambda: len(events) == 3, timeout=10, what="drift report")
     finally:
         reporter.stop()

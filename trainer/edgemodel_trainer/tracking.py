@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.pandas_dataset import from_pandas
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -177,7 +177,7 @@ def fetch_windows(
                 max_results=max_runs,
             )
         )
-        if runs or time.monotonic() >= deadline:
+        if (runs and _fresh_enough(runs[0])) or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
     if experiment is None:
@@ -221,6 +221,19 @@ def fetch_windows(
                 change_ts,
             )
     return table, run_ids
+
+
+def _fresh_enough(run: Run) -> bool:
+    """Whether a window marking a change holds enough readings after it (unmarked ones do).
+
+    The runtime logs a window the moment it detects drift, with hardly any readings of the
+    changed plant, and again once enough have arrived; within ``wait_seconds`` the trainer
+    waits for the second.
+    """
+    if contracts.WINDOW_TAGS["change_ts"] not in (run.data.tags or {}):
+        return True
+    fresh = (run.data.metrics or {}).get(contracts.WINDOW_FRESH_METRIC)
+    return fresh is None or fresh >= MIN_ROWS_AFTER_CHANGE
 
 
 def _quote(value: str) -> str:
