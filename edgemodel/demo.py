@@ -23,6 +23,7 @@ import dataclasses
 import json
 import pathlib
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -371,6 +372,7 @@ def _watch(
     """Follow the EdgeModel through detection, retraining, promotion, reload and recovery."""
     trainer: dict[str, Any] = {}
     runner: threading.Thread | None = None
+    handled: set[str] = set()  # Jobs whose trainer already ran here
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         st = _status(client)
@@ -379,15 +381,19 @@ def _watch(
             timeline.rmse_drifted = st.drift.rmse
             clock.say(f"Drifted=True: RMSE {st.drift.rmse:.3f} > {THRESHOLD} ({st.drift.replica})")
         if timeline.job_started is None:
-            retrains = [j for j in _jobs(client) if "-retrain-" in j]
+            retrains = [j for j in _jobs(client) if "-retrain-" in j and j not in handled]
             if retrains:
                 timeline.job_started = clock.now()
                 timeline.job_name = retrains[-1]
+                handled.add(retrains[-1])
                 clock.say(f"Retraining=True: operator started Job {timeline.job_name}; running its trainer")
 
                 def train(job: str = retrains[-1]) -> None:
-                    code, message = pods.run_job(client, NAMESPACE, job, workdir / "jobs")
-                    trainer.update(_trainer_timings(mlflow_uri, message), exit_code=code)
+                    try:
+                        code, message = pods.run_job(client, NAMESPACE, job, workdir / "jobs")
+                        trainer.update(_trainer_timings(mlflow_uri, message), exit_code=code)
+                    except Exception as exc:  # noqa: BLE001 - shown, and the operator retries
+                        trainer.update(outcome="Failed", reason=f"{type(exc).__name__}: {exc}")
                     timeline.training_done = clock.now()
 
                 runner = threading.Thread(target=train, name="trainer-job", daemon=True)
@@ -467,7 +473,13 @@ def summary(timeline: Timeline) -> str:
     return "\n".join(lines)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(*, workdir: pathlib.Path, keep: bool, drift: str, json_path: pathlib.Path | None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so every process the demo started is stopped.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     timeline = run(workdir, keep=keep, drift=drift)
     print(summary(timeline))
     if json_path is not None:

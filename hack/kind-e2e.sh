@@ -126,10 +126,8 @@ wait_for "the inference Deployment" "${deadline}" \
   k -n "${EM_NAMESPACE}" get "deployment/${EM_NAME}-inference"
 
 # --- 6. the simulator, and the loop -----------------------------------------------------
-# ASSUMPTION: edgemodel-simulator (edgemodel.simulator:main, written separately) takes
-#   --host --port --username --password --topic-template --devices --rate --drift --drift-at
-# with --drift abrupt shifting the plant's temperature by a step --drift-at seconds in.
-# It runs in the cluster from the same image, next to the managed broker, with the broker
+# edgemodel-simulator with --drift abrupt shifts the plant's temperature by a step
+# --drift-at simulated seconds in. It runs in the cluster from the same image, next to the managed broker, with the broker
 # credentials the operator generated.
 log "Starting the simulator (abrupt drift at ${DRIFT_AT}s)"
 k -n "${EM_NAMESPACE}" delete pod edgemodel-simulator --ignore-not-found --wait=true
