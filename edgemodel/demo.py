@@ -87,6 +87,7 @@ class Timeline:
             "detection": span(self.drift_started, self.drift_detected),
             "job_start": span(self.drift_detected, self.job_started),
             "training": span(self.job_started, self.training_done),
+            "data_wait_and_load": (self.trainer.get("stages") or {}).get("load_seconds"),
             "registration_and_gating": self.trainer.get("register_and_gate_seconds"),
             "reload": span(self.training_done, self.reloaded),
             "recovery": span(self.reloaded, self.healed),
@@ -461,7 +462,8 @@ def summary(timeline: Timeline) -> str:
         f"  drift detected        t = {fmt(timeline.drift_detected)}   (+{fmt(b['detection'])})",
         f"  retraining Job        {timeline.job_name} started +{fmt(b['job_start'])} after detection",
         f"  training              {fmt(b['training'])}"
-        f"  (registration and gating {fmt(b['registration_and_gating'])})",
+        f"  (waiting for and loading the changed plant's data {fmt(b['data_wait_and_load'])},"
+        f" registration and gating {fmt(b['registration_and_gating'])})",
         f"  new version           {timeline.version_before} -> {timeline.version_after}",
         f"  hot reload            {fmt(b['reload'])} after promotion",
         f"  RMSE                  before drift {timeline.rmse_before:.3f}, "

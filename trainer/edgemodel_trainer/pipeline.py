@@ -290,27 +290,34 @@ def _train(
 
     outcome: contracts.Outcome = "Promoted" if decision.promote else "Rejected"
     serving = champion_version
-    if decision.promote:
-        current = registry.resolve_alias(client, name, config.alias)
-        if current != champion_version:
-            outcome, reason = (
-                "Rejected",
-                (
-                    f"ChampionChanged: alias {config.alias} moved from {champion_version} to {current} "
-                    "while this challenger trained"
-                ),
-            )
-            serving = current
-    registry.set_outcome(client, name, version, outcome=outcome, reason=reason)
+    with _stage(timings, "promote_seconds"):
+        if decision.promote:
+            current = registry.resolve_alias(client, name, config.alias)
+            if current != champion_version:
+                outcome, reason = (
+                    "Rejected",
+                    (
+                        f"ChampionChanged: alias {config.alias} moved from {champion_version} to "
+                        f"{current} while this challenger trained"
+                    ),
+                )
+                serving = current
+        registry.set_outcome(client, name, version, outcome=outcome, reason=reason)
+        if outcome == "Promoted":
+            registry.move_alias(client, name, config.alias, version)  # the last step that may fail
+            serving = version
     if outcome == "Promoted":
-        registry.move_alias(client, name, config.alias, version)  # the last step that may fail
-        serving = version
         logger.info("Promoted version %s of model %s to alias %s", version, name, config.alias)
     else:
         logger.info("Rejected version %s of model %s; version %s keeps serving", version, name, serving)
 
     # After the alias moved, bookkeeping failures must not turn a success into a failure.
     with contextlib.suppress(Exception):
+        tracking.log_metrics(
+            client,
+            run_id,
+            {"register_seconds": timings["register_seconds"], "promote_seconds": timings["promote_seconds"]},
+        )
         tracking.set_tags(
             client,
             run_id,
