@@ -44,7 +44,7 @@ crd: venv  ## regenerate crds/ from the pydantic models
 	cp crds/edgemodel.yaml helm/edgemodel/crds/edgemodel.yaml
 
 demo: setup  ## the whole self-healing loop, for real, on this machine
-	.venv/bin/edgemodel demo
+	.venv/bin/edgemodel demo $(DEMO_ARGS)
 
 clean:
 	rm -rf .venv .demo build *.egg-info

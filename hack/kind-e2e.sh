@@ -126,54 +126,13 @@ wait_for "the inference Deployment" "${deadline}" \
   k -n "${EM_NAMESPACE}" get "deployment/${EM_NAME}-inference"
 
 # --- 6. the simulator, and the loop -----------------------------------------------------
-# edgemodel-simulator with --drift abrupt shifts the plant's temperature by a step
-# --drift-at simulated seconds in. It runs in the cluster from the same image, next to the managed broker, with the broker
-# credentials the operator generated.
+# examples/simulator.yaml with this run's image and drift time: edgemodel-simulator runs in
+# the cluster next to the managed broker, with the broker credentials the operator
+# generated, and shifts the plant's temperature by a step --drift-at simulated seconds in.
 log "Starting the simulator (abrupt drift at ${DRIFT_AT}s)"
 k -n "${EM_NAMESPACE}" delete pod edgemodel-simulator --ignore-not-found --wait=true
-k -n "${EM_NAMESPACE}" apply -f - <<YAML
-apiVersion: v1
-kind: Pod
-metadata:
-  name: edgemodel-simulator
-  labels:
-    app.kubernetes.io/name: edgemodel-simulator
-    app.kubernetes.io/part-of: edgemodel
-spec:
-  restartPolicy: Never
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 10001
-    seccompProfile: {type: RuntimeDefault}
-  containers:
-    - name: simulator
-      image: ${IMAGE}
-      imagePullPolicy: IfNotPresent
-      command: ["edgemodel-simulator"]
-      args:
-        - --host=${EM_NAME}-broker.${EM_NAMESPACE}.svc
-        - --port=1883
-        - --username=\$(MQTT_USERNAME)
-        - --password=\$(MQTT_PASSWORD)
-        - --topic-template=plant/line1/{device}/telemetry
-        - --devices=3
-        - --rate=5
-        - --drift=abrupt
-        - --drift-at=${DRIFT_AT}
-      env:
-        - name: MQTT_USERNAME
-          valueFrom: {secretKeyRef: {name: ${EM_NAME}-broker-credentials, key: username}}
-        - name: MQTT_PASSWORD
-          valueFrom: {secretKeyRef: {name: ${EM_NAME}-broker-credentials, key: password}}
-      securityContext:
-        allowPrivilegeEscalation: false
-        readOnlyRootFilesystem: true
-        capabilities: {drop: ["ALL"]}
-      volumeMounts:
-        - {name: tmp, mountPath: /tmp}
-  volumes:
-    - {name: tmp, emptyDir: {}}
-YAML
+sed -e "s|image: edgemodel:dev|image: ${IMAGE}|" -e "s|--drift-at=120|--drift-at=${DRIFT_AT}|" \
+  "${ROOT}/examples/simulator.yaml" | k -n "${EM_NAMESPACE}" apply -f -
 
 # For the log: the EdgeModel's columns as they change.
 k get edgemodels -n "${EM_NAMESPACE}" -w -o wide &
