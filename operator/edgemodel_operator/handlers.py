@@ -10,6 +10,7 @@ I/O: none beyond what kopf does; the work happens in :mod:`edgemodel_operator.re
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -33,6 +34,7 @@ class _State:
     elector: leader.LeaderElector | None = None
     metrics: metrics.OperatorMetrics | None = None
     task: asyncio.Task[None] | None = None
+    lease_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 STATE = _State()
@@ -44,11 +46,11 @@ def _runner() -> runner.Runner:
     return STATE.runner
 
 
-async def _reconcile(namespace: str | None, name: str | None) -> None:
+async def _reconcile(namespace: str | None, name: str | None) -> reconcile.Outcome | None:
     if namespace is None or name is None:
-        return
+        return None
     try:
-        await _runner().request(namespace, name)
+        return await _runner().request(namespace, name)
     except reconcile.InvalidSpecError as exc:
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     except kube.ApiException as exc:
@@ -57,50 +59,51 @@ async def _reconcile(namespace: str | None, name: str | None) -> None:
         raise
 
 
-async def _lead_forever(elector: leader.LeaderElector, run: runner.Runner, gauge: Any) -> None:
-    """Keep the Lease; on becoming leader, reconcile every EdgeModel once."""
+async def _lead_forever(
+    elector: leader.LeaderElector,
+    run: runner.Runner,
+    gauge: Any,
+    executor: concurrent.futures.Executor,
+) -> None:
+    """Keep the Lease; on becoming leader, reconcile every EdgeModel that needs it.
+
+    The Lease steps run on ``executor``, a thread of their own: reconciles have their own
+    executor too, so however many are queued, a renewal never waits behind them. After
+    every step that leads, the requests deferred while not leading are run.
+    """
+    loop = asyncio.get_running_loop()
     interval = max(1.0, elector.duration.total_seconds() / 5)
-    leading = False
     while True:
+        was_leading = elector.is_leader
         try:
-            now_leading = await asyncio.to_thread(elector.step)
+            now_leading = await loop.run_in_executor(executor, elector.step)
         except Exception:
             log.exception("Leader election step failed")
             now_leading = False
         gauge.set(1 if now_leading else 0)
-        if now_leading and not leading:
-            asyncio.create_task(_resync_all(run))  # noqa: RUF006 - fire and forget
-        leading = now_leading
+        if now_leading:
+            if not was_leading:
+                run.spawn(_resync_all(run))
+            run.resume()
         await asyncio.sleep(interval)
 
 
 async def _resync_all(run: runner.Runner) -> None:
+    """Reconcile every EdgeModel that may have changed while this replica did not lead."""
     client = run.reconciler.kube
-    namespaces = [SETTINGS.namespace] if SETTINGS.namespace else None
+    namespace = SETTINGS.namespace or None
     try:
-        if namespaces is None:
-            items = (
-                await asyncio.to_thread(
-                    client._request, "GET", f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}"
-                )
-            ).get("items") or []
-        else:
-            items = []
-            for ns in namespaces:
-                items += (
-                    await asyncio.to_thread(
-                        client._request,
-                        "GET",
-                        f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{ns}/{api.PLURAL}",
-                    )
-                ).get("items") or []
+        items = await asyncio.to_thread(client.list_all, api.KIND, namespace)
     except kube.ApiException:
         log.exception("Failed to list EdgeModels for a resync")
         return
     for item in items:
         meta = item.get("metadata") or {}
-        with contextlib.suppress(Exception):
-            await run.request(str(meta["namespace"]), str(meta["name"]))
+        ns, name = str(meta["namespace"]), str(meta["name"])
+        # One already running or queued (a deferred request) started after this replica
+        # took the Lease, which is all this safety net asks for.
+        if not run.busy(ns, name) and run.reconciler.due(ns, name, meta.get("resourceVersion")):
+            run.submit(ns, name)
 
 
 @kopf.on.startup()
@@ -112,8 +115,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
-    client = kube.Kube.from_environment(field_manager=SETTINGS.field_manager)
     STATE.metrics = metrics.OperatorMetrics()
+    client = kube.Kube.from_environment(
+        field_manager=SETTINGS.field_manager, on_request=STATE.metrics.api_requests.inc
+    )
     if SETTINGS.metrics_port:
         prometheus_client.start_http_server(SETTINGS.metrics_port, addr=SETTINGS.bind_address)
     reconciler = reconcile.Reconciler(client, SETTINGS, operator_metrics=STATE.metrics)
@@ -126,10 +131,17 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             duration_seconds=SETTINGS.lease_duration_seconds,
         )
         STATE.elector = elector
-        STATE.runner = runner.Runner(reconciler, is_leader=lambda: elector.is_leader)
-        STATE.task = asyncio.create_task(_lead_forever(elector, STATE.runner, STATE.metrics.leader))
+        STATE.runner = runner.Runner(
+            reconciler, is_leader=lambda: elector.is_leader, workers=SETTINGS.reconcile_workers
+        )
+        STATE.lease_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lease"
+        )
+        STATE.task = asyncio.create_task(
+            _lead_forever(elector, STATE.runner, STATE.metrics.leader, STATE.lease_executor)
+        )
     else:
-        STATE.runner = runner.Runner(reconciler, is_leader=lambda: True)
+        STATE.runner = runner.Runner(reconciler, is_leader=lambda: True, workers=SETTINGS.reconcile_workers)
         STATE.metrics.leader.set(1)
     log.info("Started edgemodel-operator as %s", SETTINGS.identity)
 
@@ -140,8 +152,14 @@ async def cleanup(**_: Any) -> None:
         STATE.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await STATE.task
+    if STATE.runner is not None:
+        await STATE.runner.close()
     if STATE.elector is not None:
-        await asyncio.to_thread(STATE.elector.release)
+        if STATE.lease_executor is not None:
+            await asyncio.get_running_loop().run_in_executor(STATE.lease_executor, STATE.elector.release)
+            STATE.lease_executor.shutdown(wait=False)
+        else:
+            await asyncio.to_thread(STATE.elector.release)
 
 
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
@@ -158,8 +176,12 @@ async def changed(namespace: str | None, name: str | None, **_: Any) -> None:
     interval=SETTINGS.resync_seconds,
     initial_delay=SETTINGS.resync_seconds,
 )
-async def resync(namespace: str | None, name: str | None, **_: Any) -> None:
-    await _reconcile(namespace, name)
+async def resync(namespace: str | None, name: str | None, meta: kopf.Meta, **_: Any) -> None:
+    """Level-based safety net; a tick with nothing new to look at costs no API call."""
+    if namespace is None or name is None or STATE.runner is None:
+        return
+    if STATE.runner.reconciler.due(namespace, name, meta.get("resourceVersion")):
+        await _reconcile(namespace, name)
 
 
 def _report_fingerprint(status: Any) -> tuple[Any, ...]:
@@ -181,9 +203,14 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
     fingerprint = _report_fingerprint(obj.get("status"))
     if memo.get("reports") == fingerprint:
         return
-    memo["reports"] = fingerprint
+    # Remembered only once a reconcile has seen it: a request deferred (not leading),
+    # folded into a run already going, or failed leaves it unremembered, so the next
+    # event with the same reports asks again (kopf does not retry event handlers).
+    outcome = None
     with contextlib.suppress(kopf.PermanentError):
-        await _reconcile(namespace, name)
+        outcome = await _reconcile(namespace, name)
+    if outcome is not None:
+        memo["reports"] = fingerprint
 
 
 def _owner(body: Any) -> str | None:
@@ -200,7 +227,9 @@ def _owner(body: Any) -> str | None:
 async def child_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """A child changed: a Job finished, a Deployment's availability moved, or a hand edit."""
     owner = _owner(body)
-    if owner is None or event.get("type") not in ("MODIFIED", "DELETED"):
+    if owner is None or namespace is None or event.get("type") not in ("MODIFIED", "DELETED"):
         return
+    if STATE.runner is not None:
+        STATE.runner.reconciler.mark_dirty(namespace, owner)
     with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
         await _reconcile(namespace, owner)

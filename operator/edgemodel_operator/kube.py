@@ -14,7 +14,7 @@ import datetime
 import json
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kubernetes
@@ -62,15 +62,23 @@ def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = 
 class Kube:
     """A thin, typed wrapper over the API server's REST interface."""
 
-    def __init__(self, client: kubernetes.client.ApiClient, *, field_manager: str) -> None:
+    def __init__(
+        self,
+        client: kubernetes.client.ApiClient,
+        *,
+        field_manager: str,
+        on_request: Callable[[], None] | None = None,
+    ) -> None:
         self._client = client
         self.field_manager = field_manager
         self._lock = threading.Lock()
         self.requests = 0
         """How many API requests this wrapper has made: the operator's cost in calls."""
+        self.on_request = on_request
+        """Called once per request as it is sent (the metrics counter), from whichever thread sends it."""
 
     @classmethod
-    def from_environment(cls, *, field_manager: str) -> Kube:
+    def from_environment(cls, *, field_manager: str, on_request: Callable[[], None] | None = None) -> Kube:
         """In-cluster credentials when in a Pod, else ``$KUBECONFIG`` or ``~/.kube/config``."""
         configuration = kubernetes.client.Configuration()
         try:
@@ -78,7 +86,9 @@ class Kube:
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         configuration.connection_pool_maxsize = 32
-        return cls(kubernetes.client.ApiClient(configuration), field_manager=field_manager)
+        return cls(
+            kubernetes.client.ApiClient(configuration), field_manager=field_manager, on_request=on_request
+        )
 
     # ------------------------------------------------------------------ transport
 
@@ -106,6 +116,8 @@ class Kube:
         )
         with self._lock:
             self.requests += 1
+        if self.on_request is not None:
+            self.on_request()
         response = self._client.call_api(*params, _request_timeout=30)
         response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
@@ -122,6 +134,12 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def list_all(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace``, or in all namespaces when it is None."""
+        path = f"{KINDS[kind].prefix}/{KINDS[kind].plural}" if namespace is None else _path(kind, namespace)
+        items: list[dict[str, Any]] = self._request("GET", path).get("items") or []
+        return items
 
     def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))

@@ -16,7 +16,7 @@ import datetime
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edgemodel import api
@@ -87,24 +87,41 @@ class Reconciler:
         settings: Settings,
         *,
         operator_metrics: metrics.OperatorMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = client
+        self._clock = clock
         self.settings = settings
         self.metrics = operator_metrics
         self._pruned_generation: dict[str, int] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._seen: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._applied_at: dict[tuple[str, str, str], str] = {}
+        self._passwords: dict[tuple[str, str], tuple[str, str]] = {}
 
     # ------------------------------------------------------------------ helpers
 
     def _generated_password(self, em: EdgeModel) -> str | None:
+        """The managed broker's password: read from its Secret once, then kept in memory.
+
+        Every pass applies the Secret with this password, so reading it back each pass
+        would only cost a request; a replica that takes over reads it once itself.
+        """
         if not em.spec.broker.managed or em.spec.broker.credentials_secret is not None:
             return None
+        key = (em.namespace, em.name)
+        known = self._passwords.get(key)
+        if known is not None and known[0] == em.uid:
+            return known[1]
+        password = None
         existing = self.kube.get("Secret", em.namespace, names.broker_credentials(em.name))
         if existing is not None:
             encoded = (existing.get("data") or {}).get("password")
             if encoded:
-                return base64.b64decode(encoded).decode()
-        return secrets.token_urlsafe(24)
+                password = base64.b64decode(encoded).decode()
+        password = password or secrets.token_urlsafe(24)
+        self._passwords[key] = (em.uid, password)
+        return password
 
     def _change(self, obj: Mapping[str, Any], started: str) -> str | None:
         """``Created``/``Updated`` when this apply changed the object, from its managedFields."""
@@ -180,12 +197,48 @@ class Reconciler:
             infos.append(info)
         return infos
 
+    # ------------------------------------------------------------------ when to pass
+
+    def mark_dirty(self, namespace: str, name: str) -> None:
+        """A child changed (from a watch event): the next timer tick must do the full pass."""
+        self._dirty.add((namespace, name))
+
+    def due(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether a timer tick needs a pass; answered from memory, with no API call.
+
+        Yes when this replica has not passed over the EdgeModel yet, when a child changed
+        (or a pass failed) since the last pass, when the EdgeModel's resourceVersion differs
+        from the one the last pass left (a spec, annotation or runtime report change), and
+        when the clock alone may have changed the plan (``Plan.requeue_after``) or
+        ``full_resync_seconds`` have passed.
+        """
+        key = (namespace, name)
+        seen = self._seen.get(key)
+        if seen is None or key in self._dirty:
+            return True
+        rv, next_due = seen
+        return rv != resource_version or self._clock() >= next_due
+
+    def passed(
+        self, namespace: str, name: str, resource_version: str | None, requeue_after: float | None = None
+    ) -> None:
+        """Record a pass that left the EdgeModel at ``resource_version``, for :meth:`due`."""
+        wait = self.settings.full_resync_seconds
+        if requeue_after is not None:
+            wait = min(wait, requeue_after)
+        self._seen[(namespace, name)] = (resource_version, self._clock() + wait)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The EdgeModel is gone: drop what :meth:`due` knew about it."""
+        self._seen.pop((namespace, name), None)
+        self._dirty.discard((namespace, name))
+        self._passwords.pop((namespace, name), None)
+
     # ------------------------------------------------------------------ the pass
 
     def reconcile(self, namespace: str, name: str) -> Outcome | None:
         """Bring one EdgeModel's children and status in line with its spec; None if it is gone."""
         started_clock = time.monotonic()
-        before = self.kube.requests
         try:
             outcome = self._reconcile(namespace, name)
         except InvalidSpecError:
@@ -193,6 +246,8 @@ class Reconciler:
                 self.metrics.reconciles.labels("invalid").inc()
             raise
         except Exception as exc:
+            # A pass that failed half way must not look done to the next timer tick.
+            self.mark_dirty(namespace, name)
             if self.metrics:
                 self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
                 self.metrics.reconciles.labels("error").inc()
@@ -200,18 +255,26 @@ class Reconciler:
         finally:
             if self.metrics:
                 self.metrics.reconcile_seconds.observe(time.monotonic() - started_clock)
-                self.metrics.api_requests.inc(self.kube.requests - before)
         if self.metrics:
             self.metrics.reconciles.labels("ok" if outcome is not None else "gone").inc()
         return outcome
 
     def _reconcile(self, namespace: str, name: str) -> Outcome | None:
+        key = (namespace, name)
+        self._dirty.discard(key)
         body = self.kube.get(api.KIND, namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             if self.metrics:
                 self.metrics.forget(namespace, name)
+            self.forget(namespace, name)
             return None
-        em = EdgeModel.from_body(body)
+        rv = (body.get("metadata") or {}).get("resourceVersion")
+        try:
+            em = EdgeModel.from_body(body)
+        except InvalidSpecError:
+            # Nothing to do until the spec changes, which changes the resourceVersion.
+            self.passed(namespace, name, rv)
+            raise
         now = _now()
         started = now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -264,7 +327,8 @@ class Reconciler:
 
         patch = _status_patch(em.status, plan.status, plan.gone_replicas)
         if patch is not None:
-            self.kube.patch_status(namespace, name, patch)
+            rv = (self.kube.patch_status(namespace, name, patch).get("metadata") or {}).get("resourceVersion")
+        self.passed(namespace, name, rv, plan.requeue_after)
 
         for label in created:
             self._event(em, status.Event("Normal", "Created", f"Created {label}"))

@@ -24,7 +24,13 @@ class Settings:
     field_manager: str = "edgemodel-operator"
     """Field manager name for server-side apply."""
     resync_seconds: float = 60.0
-    """Interval of the timer that reconciles every EdgeModel regardless of events."""
+    """Interval of the resync timer. A tick costs no API call unless the EdgeModel or one of its
+    children changed since the last pass, a cooldown or report expiry is due, or the full
+    resync interval has passed."""
+    full_resync_seconds: float = 600.0
+    """Even with nothing changed, a timer reconcile does the full pass at least this often."""
+    reconcile_workers: int = 8
+    """Threads that run reconciles (of different EdgeModels) at once; a pool of their own."""
     stale_report_seconds: float = 300.0
     """A replica report older than this is ignored when summarising drift."""
     job_ttl_seconds: int = 3600

@@ -20,7 +20,7 @@ from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
-__all__ = ["Event", "JobRequest", "Observed", "Plan", "plan"]
+__all__ = ["Event", "JobRequest", "Observed", "Plan", "plan", "requeue_after"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,8 @@ class Plan:
     start_job: JobRequest | None
     events: tuple[Event, ...]
     gone_replicas: tuple[str, ...]
+    requeue_after: float | None = None
+    """Seconds until the facts change by the clock alone (a cooldown ends, a report goes stale)."""
 
 
 def known_version(history: Sequence[api.ModelHistoryEntry]) -> str | None:
@@ -402,7 +404,38 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         retraining=r,
         replica_drift={k: v for k, v in old.replica_drift.items() if k not in drift.gone},
     )
-    return Plan(status=status, start_job=start, events=tuple(events), gone_replicas=drift.gone)
+    requeue = requeue_after(drift, verdict, now=now, settings=settings)
+    return Plan(
+        status=status,
+        start_job=start,
+        events=tuple(events),
+        gone_replicas=drift.gone,
+        requeue_after=requeue,
+    )
+
+
+def requeue_after(
+    drift: summary.DriftSummary,
+    verdict: policy.Verdict | None,
+    *,
+    now: datetime.datetime,
+    settings: Settings,
+) -> float | None:
+    """Seconds until the plan may change with no event at all; None when only events change it.
+
+    Two things change by the clock alone: a live replica report goes stale
+    (``stale_report_seconds`` after its ``reportTime``), and a retrain held back by the
+    cooldown or the hourly limit becomes allowed (``Verdict.not_before``). One second is
+    added because ``now`` is truncated to whole seconds and a report is stale only *after*
+    its moment.
+    """
+    stale_after = datetime.timedelta(seconds=settings.stale_report_seconds)
+    moments = [e.report_time + stale_after for e in drift.live.values()]
+    if verdict is not None and verdict.not_before is not None:
+        moments.append(verdict.not_before)
+    if not moments:
+        return None
+    return max(1.0, (min(moments) - now).total_seconds() + 1.0)
 
 
 def _drift_message(d: api.DriftStatus) -> str:

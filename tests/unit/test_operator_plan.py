@@ -256,3 +256,26 @@ def test_condition_transition_time_changes_only_on_a_flip():
     assert same[0].last_transition_time == NOW and same[0].reason == "InferenceUnavailable"
     flipped = conditions.merge(same, [("Ready", "True", "Serving", "")], generation=2, now=later)
     assert flipped[0].last_transition_time == later
+
+
+def test_requeue_after_is_when_the_clock_alone_changes_the_plan():
+    # No reports and nothing held back: only events can change the plan.
+    assert status.plan(_em(_status()), _observed(), now=NOW, settings=SETTINGS).requeue_after is None
+    # The oldest live report goes stale stale_report_seconds after it was made (+1 s margin).
+    reports = {"p1": _entry(0.1, age=100), "p2": _entry(0.1, age=40)}
+    p = status.plan(_em(_status(replica_drift=reports)), _observed(("p1", "p2")), now=NOW, settings=SETTINGS)
+    assert p.requeue_after == SETTINGS.stale_report_seconds - 100 + 1
+    # A drifted EdgeModel held back by the cooldown is looked at again when it ends.
+    held = _status(
+        replica_drift={"p1": _entry(2.0, detected=True)},
+        retraining=api.RetrainingStatus(
+            count=1, last_triggered_time=NOW - datetime.timedelta(seconds=280), last_outcome="Rejected"
+        ),
+    )
+    p = status.plan(_em(held), _observed(), now=NOW, settings=SETTINGS)
+    assert p.start_job is None
+    assert p.requeue_after == 300 - 280 + 1
+    # Never a busy loop, even when a moment is already past.
+    old = {"p1": _entry(0.1, age=SETTINGS.stale_report_seconds)}
+    p = status.plan(_em(_status(replica_drift=old)), _observed(), now=NOW, settings=SETTINGS)
+    assert p.requeue_after == 1.0
