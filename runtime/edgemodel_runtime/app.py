@@ -3,7 +3,9 @@
 Threads, each with one job:
 
 - paho's network thread parses nothing; it appends ``(topic, payload, arrival)`` to the
-  :class:`~edgemodel_runtime.inference.MicroBatcher` (and waits when it is full);
+  :class:`~edgemodel_runtime.inference.MicroBatcher` and never waits: when the queue is
+  full, the connection holds back the readings' acknowledgements, so the broker stops
+  sending (see :mod:`edgemodel_runtime.mqtt`); the same thread sends the predictions;
 - the worker thread takes batches in arrival order, so one device's readings are handled
   in order, and does everything else on the message path: validation, history,
   prediction, publishing, drift;
@@ -50,6 +52,8 @@ __all__ = ["App"]
 
 log = logging.getLogger(__name__)
 
+PUBLISH_WAIT = 5.0
+"""Longest the worker waits for PUBACKs before publishing a batch anyway."""
 HEALTH_TIMEOUT = 30.0
 """/healthz fails when the worker loop has not turned for this long."""
 _IDLE_WAIT = 0.2
@@ -99,6 +103,7 @@ class App:
         self._gauges_at = 0.0
         self._bootstrap_min = min(c.training_window, BOOTSTRAP_MIN_READINGS)
         self._bootstrap_next = 0.0
+        self._outputs: dict[str, tuple[str, str]] = {}
         self._fresh: window.FreshReadings | None = None
         """Set from a detection until the window with the changed plant is handed over."""
 
@@ -154,6 +159,7 @@ class App:
             cert_file=settings.options.broker_cert_file,
             key_file=settings.options.broker_key_file,
             session_expiry=settings.options.session_expiry_seconds,
+            output_qos=settings.options.output_qos,
             on_connection_change=self._on_connection_change,
         )
         self.http = http.Server(self, bind=settings.options.http_bind, port=c.http_port)
@@ -196,11 +202,16 @@ class App:
         return self
 
     def stop(self) -> None:
-        """Disconnect, finish the queued readings, then stop every thread."""
-        self.connection.stop()
+        """Take no more readings, finish the queued ones, send their predictions, then stop every thread."""
+        self.connection.close_input()
         self._stopping.set()
         if self._worker.is_alive():
             self._worker.join(60)
+        if not self.connection.flush(timeout=10.0):
+            log.warning(
+                "Stopped with %d predictions unacknowledged by the broker", self.connection.unacknowledged
+            )
+        self.connection.stop()
         if self.poller is not None:
             self.poller.stop()
         self.reporter.stop()
@@ -262,12 +273,9 @@ class App:
 
     # ------------------------------------------------------------------ message path
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        item = (topic, payload, time.monotonic(), time.time())
-        while not self.batcher.put(item, timeout=1.0):
-            if self._stopping.is_set() or not self._worker.is_alive():
-                log.error("Dropped a message: the worker is gone")
-                return
+    def _on_message(self, topic: str, payload: bytes) -> bool:
+        """paho's network thread: queue the message; whether the queue has room left."""
+        return self.batcher.push((topic, payload, time.monotonic(), time.time()))
 
     def _on_connection_change(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
@@ -278,6 +286,8 @@ class App:
         while not (self._stopping.is_set() and len(self.batcher) == 0):
             batch = self.batcher.next_batch(timeout=_IDLE_WAIT)
             self._heartbeat = time.monotonic()
+            # the batch made room: acknowledge readings the broker is waiting on
+            self.connection.release(self.batcher.capacity - len(self.batcher) + self.connection.held)
             try:
                 model = self._follow_model()
                 self._follow_ownership()
@@ -318,21 +328,27 @@ class App:
     def _process(self, batch: Sequence[Message], model: registry.LoadedModel | None) -> None:
         m = self.metrics
         owner = self._owned_by
+        owns = None if owner.mode == "all" else owner.owns
+        schema = self.schema
+        parse = payloads.parse
         m.messages.inc(len(batch))
         m.batch_size.observe(len(batch))
         readings: list[payloads.Reading] = []
         arrivals: dict[int, float] = {}
+        others = 0
         for topic, payload, arrived, wall in batch:
             try:
-                reading = payloads.parse(payload, self.schema, topic=topic, received=wall)
+                reading = parse(payload, schema, topic=topic, received=wall)
             except payloads.PayloadError as exc:
                 self._reject(exc.reason, exc.detail, topic)
                 continue
-            if not owner.owns(reading.device):
-                m.other_partition.inc()
+            if owns is not None and not owns(reading.device):
+                others += 1
                 continue
             readings.append(reading)
             arrivals[id(reading)] = arrived
+        if others:
+            m.other_partition.inc(others)
 
         plan = self.inference.plan(readings, predicting=model is not None)
         for reading, reason in plan.rejected:
@@ -341,8 +357,8 @@ class App:
         self.window.extend(plan.accepted)
         if self._fresh is not None:
             self._fresh.add(len(plan.accepted))
-        for reading in plan.accepted:
-            self.psi.update([reading.values[f] for f in self.spec.features])
+        names = self.spec.features
+        self.psi.update_many([[reading.values[f] for f in names] for reading in plan.accepted])
 
         predictions = None
         if model is None:
@@ -365,26 +381,47 @@ class App:
                 log.error("Failed to predict a batch of %d rows: %s", len(plan.rows), exc)
             return None
 
+    def _output(self, device: str) -> tuple[str, str]:
+        """The output topic of ``device`` and its id as a JSON string, remembered."""
+        out = self._outputs.get(device)
+        if out is None:
+            if len(self._outputs) >= self.settings.options.max_devices:
+                self._outputs.clear()
+            template = self.settings.config.output_topic
+            out = self._outputs[device] = (template.replace("{device}", device), json.dumps(device))
+        return out
+
     def _publish(self, plan: inference.Plan, version: str, arrivals: dict[int, float]) -> None:
-        template = self.settings.config.output_topic
-        horizon = self.spec.horizon
+        """Publish the batch's predictions, in order; metrics are updated once per batch."""
+        connection = self.connection
+        if not connection.wait_for_window(PUBLISH_WAIT):
+            log.warning("Publishing although %d predictions are unacknowledged", connection.unacknowledged)
+        publish = connection.publish
+        output = self._output
+        accepted = plan.accepted
+        # The same text as json.dumps of the dict: floats are written with repr, ids are
+        # JSON strings; a prediction that is not finite was left as None.
+        tail = f', "modelVersion": {json.dumps(version)}, "horizon": {self.spec.horizon}}}'
+        sent: list[float] = []
+        failed = 0
         for slot, index in zip(plan.row_slots, plan.row_readings, strict=True):
             if slot.prediction is None:
                 continue
-            body = json.dumps(
-                {
-                    "device": slot.device,
-                    "ts": slot.ts,
-                    "prediction": slot.prediction,
-                    "modelVersion": version,
-                    "horizon": horizon,
-                }
-            ).encode()
-            if self.connection.publish(template.replace("{device}", slot.device), body):
-                self.metrics.predictions.inc()
-                self.metrics.latency.observe(time.monotonic() - arrivals[id(plan.accepted[index])])
+            topic, device = output(slot.device)
+            body = f'{{"device": {device}, "ts": {slot.ts!r}, "prediction": {slot.prediction!r}{tail}'
+            if publish(topic, body.encode()):
+                sent.append(arrivals[id(accepted[index])])
             else:
-                self.metrics.publish_failures.inc()
+                failed += 1
+        done = time.monotonic()
+        m = self.metrics
+        if sent:
+            m.predictions.inc(len(sent))
+            observe = m.latency.observe
+            for arrived in sent:
+                observe(done - arrived)
+        if failed:
+            m.publish_failures.inc(failed)
 
     def _record(self, outcomes: Sequence[inference.Outcome]) -> None:
         was = self.drift.detected

@@ -72,7 +72,12 @@ class Options(pydantic.BaseModel):
     broker_key_file: str | None = None
     max_payload_bytes: int = pydantic.Field(default=payloads.MAX_PAYLOAD_BYTES, ge=64)
     queue_capacity: int = pydantic.Field(default=10_000, ge=1)
-    """Readings held in memory before the MQTT thread waits (back pressure)."""
+    """Readings held in memory; beyond this, readings are no longer acknowledged, so the
+    broker stops sending and keeps them (back pressure)."""
+    output_qos: int = pydantic.Field(default=1, ge=0, le=1)
+    """QoS of the published predictions: 1 (at least once, the default) or 0 (at most once:
+    no PUBACK to wait for, less work for the runtime and the broker, but a prediction in
+    flight when the connection drops is lost)."""
     max_devices: int = pydantic.Field(default=100_000, ge=1)
     """Devices whose history is kept; the least recently seen is forgotten beyond this."""
     log_level: str = "INFO"

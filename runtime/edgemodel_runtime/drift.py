@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
 import numpy as np
@@ -374,48 +374,78 @@ class PSIMonitor:
         self._reference: list[list[float]] = []
         self._edges: np.ndarray | None = None
         self._expected: np.ndarray | None = None
-        self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
+        # The bins of the last ``window`` rows, a ring: ``_filled`` rows, the next goes to ``_pos``.
+        self._ring = np.zeros((self.window, len(self.features)), dtype=np.int64)
+        self._filled = 0
+        self._pos = 0
         self._counts = np.zeros((len(self.features), self.bins), dtype=np.int64)
 
     @property
     def ready(self) -> bool:
         return self._edges is not None
 
-    def update(self, row: list[float]) -> PSIMonitor:
+    def update(self, row: Sequence[float]) -> PSIMonitor:
         """Add one reading's feature values, in the order of ``features``."""
-        if self._edges is None:
-            self._reference.append(row)
-            if len(self._reference) >= self.reference_size:
-                self._freeze()
+        return self.update_many([row])
+
+    def update_many(self, rows: Sequence[Sequence[float]]) -> PSIMonitor:
+        """Add several readings' feature values, oldest first (one numpy pass for the lot).
+
+        >>> m = PSIMonitor(("a",), reference_size=4, window=2, bins=2)
+        >>> _ = m.update_many([[1.0], [2.0], [3.0], [4.0], [1.0], [9.0]])
+        >>> m.psi()
+        {'a': 0.0}
+        """
+        if not rows:
             return self
-        idx = self._bin(np.asarray(row, dtype=np.float64))
-        if len(self._recent) == self.window:
-            old = self._recent[0]
-            self._counts[np.arange(len(self.features)), old] -= 1
-        self._recent.append(idx)
-        self._counts[np.arange(len(self.features)), idx] += 1
+        width = len(self.features)
+        if self._edges is None:
+            need = self.reference_size - len(self._reference)
+            self._reference.extend([list(r) for r in rows[:need]])
+            if len(self._reference) < self.reference_size:
+                return self
+            self._freeze()
+            rows = rows[need:]
+            if not rows:
+                return self
+        idx = self._bin_many(np.asarray(rows, dtype=np.float64).reshape(len(rows), width))
+        if len(idx) >= self.window:  # the batch alone fills the window
+            idx = idx[-self.window :]
+            self._ring[:] = idx
+            self._filled, self._pos = self.window, 0
+            self._counts = self._histogram(idx)
+            return self
+        slots = (self._pos + np.arange(len(idx))) % self.window
+        occupied = slots[slots < self._filled]
+        if occupied.size:
+            self._counts -= self._histogram(self._ring[occupied])
+        self._ring[slots] = idx
+        self._counts += self._histogram(idx)
+        self._filled = min(self.window, self._filled + len(idx))
+        self._pos = int(slots[-1] + 1) % self.window
         return self
 
+    def _histogram(self, idx: np.ndarray) -> np.ndarray:
+        """Counts per feature and bin of rows of bin indices."""
+        return np.stack([np.bincount(idx[:, i], minlength=self.bins) for i in range(len(self.features))])
+
     def _freeze(self) -> None:
-        ref = np.asarray(self._reference, dtype=np.float64)
+        ref = np.asarray(self._reference, dtype=np.float64).reshape(len(self._reference), len(self.features))
         qs = np.linspace(0, 1, self.bins + 1)[1:-1]
         self._edges = np.quantile(ref, qs, axis=0).T  # (features, bins-1)
-        expected = np.zeros((len(self.features), self.bins), dtype=np.int64)
-        for row in ref:
-            expected[np.arange(len(self.features)), self._bin(row)] += 1
-        self._expected = expected
+        self._expected = self._histogram(self._bin_many(ref))
         self._reference = []
 
-    def _bin(self, row: np.ndarray) -> np.ndarray:
+    def _bin_many(self, rows: np.ndarray) -> np.ndarray:
         assert self._edges is not None
-        return np.array(
-            [int(np.searchsorted(self._edges[i], row[i], side="right")) for i in range(len(self.features))],
-            dtype=np.int64,
-        )
+        return np.stack(
+            [np.searchsorted(self._edges[i], rows[:, i], side="right") for i in range(len(self.features))],
+            axis=1,
+        ).astype(np.int64)
 
     def psi(self) -> dict[str, float]:
         """PSI per feature; empty until the reference and a full window exist."""
-        if self._expected is None or len(self._recent) < self.window:
+        if self._expected is None or self._filled < self.window:
             return {}
         return {
             f: population_stability_index(self._expected[i], self._counts[i])

@@ -25,7 +25,7 @@ import collections
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -86,7 +86,7 @@ class _Device:
         self.history = features.DeviceHistory(spec)
         self.pending: collections.deque[Pending] = collections.deque()
         self.last_ts: float | None = None
-        self.last_values: dict[str, float] | None = None
+        self.last_values: Mapping[str, float] | None = None
 
 
 class Inference:
@@ -149,7 +149,7 @@ class Inference:
                     plan.rejected.append((reading, "duplicate"))
                     continue
             state.last_ts = reading.ts
-            state.last_values = dict(reading.values)
+            state.last_values = reading.values  # a Reading is not changed once parsed
             plan.accepted.append(reading)
             if len(state.pending) >= horizon:
                 plan.resolutions.append((state.pending.popleft(), reading.values[target]))
@@ -181,7 +181,9 @@ class Inference:
 class MicroBatcher(Generic[T]):
     """A bounded FIFO handing out batches: full ones at once, partial ones after a delay.
 
-    ``put`` blocks while the queue is full, which pushes back on the producer.
+    ``put`` blocks while the queue is full, which pushes back on the producer; ``push``
+    never blocks and says whether room is left, for a producer that pushes back another way
+    (the MQTT connection holds its acknowledgements).
 
     >>> b: MicroBatcher[int] = MicroBatcher(max_size=2, max_delay=0.0)
     >>> for i in range(3):
@@ -218,6 +220,18 @@ class MicroBatcher(Generic[T]):
             self._items.append(item)
             self._cond.notify_all()
             return True
+
+    def push(self, item: T) -> bool:
+        """Append ``item`` even beyond ``capacity``; whether the queue is still within it.
+
+        >>> b: MicroBatcher[int] = MicroBatcher(max_size=1, max_delay=0.0, capacity=1)
+        >>> b.push(1), b.push(2), len(b)
+        (True, False, 2)
+        """
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+            return len(self._items) <= self.capacity
 
     def next_batch(self, timeout: float) -> list[T]:
         """Up to ``max_size`` items, oldest first; empty if none came within ``timeout``."""

@@ -108,3 +108,18 @@ def test_psi_flags_a_shifted_feature_only():
         psi.update([rng.normal(), rng.normal(3.0)])
     values = psi.psi()
     assert values["a"] < 0.1 < 0.25 < values["b"]
+
+
+@pytest.mark.parametrize(("reference", "window"), [(5, 3), (50, 7), (500, 500)])
+def test_psi_of_batches_equals_psi_row_by_row(reference, window):
+    rng = np.random.default_rng(reference + window)
+    one = drift.PSIMonitor(("a", "b"), reference_size=reference, window=window)
+    many = drift.PSIMonitor(("a", "b"), reference_size=reference, window=window)
+    for step, size in enumerate([1, 2, 37, 256, 600, 5, 1, 300] * 3):
+        rows = rng.normal([step * 0.05, 3.0], [1.0, 2.0], size=(size, 2)).tolist()
+        for row in rows:
+            one.update(row)
+        many.update_many(rows)
+        assert one.psi().keys() == many.psi().keys()
+        for name, value in one.psi().items():
+            assert many.psi()[name] == pytest.approx(value, abs=1e-12)

@@ -119,6 +119,15 @@ def test_batcher_pushes_back_when_full():
     assert b.put(3, timeout=0.01) is True
 
 
+def test_batcher_push_never_waits_and_says_when_the_queue_is_over_capacity():
+    b: inference.MicroBatcher[int] = inference.MicroBatcher(max_size=2, max_delay=0.0, capacity=2)
+    assert [b.push(i) for i in range(4)] == [True, True, False, False]
+    assert len(b) == 4
+    assert b.next_batch(0.1) == [0, 1]
+    assert b.next_batch(0.1) == [2, 3]
+    assert b.push(4) is True
+
+
 @pytest.mark.parametrize("count", [2, 3, 7])
 def test_partitions_cover_every_device_exactly_once(count):
     devices = [f"dev-{i}" for i in range(2000)]
