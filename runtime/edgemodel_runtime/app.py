@@ -5,7 +5,8 @@ Threads, each with one job:
 - paho's network thread parses nothing; it appends ``(topic, payload, arrival)`` to the
   :class:`~edgemodel_runtime.inference.MicroBatcher` and never waits: when the queue is
   full, the connection holds back the readings' acknowledgements, so the broker stops
-  sending (see :mod:`edgemodel_runtime.mqtt`); the same thread sends the predictions;
+  sending (see :mod:`edgemodel_runtime.mqtt`); predictions leave on a second connection
+  with its own network thread;
 - the worker thread takes batches in arrival order, so one device's readings are handled
   in order, and does everything else on the message path: validation, history,
   prediction, publishing, drift;
