@@ -1,7 +1,10 @@
 """A real Mosquitto broker on 127.0.0.1 with password authentication and persistence.
 
 Persistence is on, so a restart (:meth:`Mosquitto.restart`) keeps persistent sessions
-and queued QoS 1 messages, as a managed broker in the cluster does.
+and queued QoS 1 messages, as a managed broker in the cluster does. With ``tls=True`` it
+also listens with TLS on :attr:`Mosquitto.tls_port`, with a server certificate for
+127.0.0.1 from a throwaway CA (:attr:`Mosquitto.ca_file`); both listeners share the
+credentials and the messages.
 
 I/O: runs the ``mosquitto`` binary from the Debian package.
 """
@@ -14,7 +17,7 @@ import shutil
 import socket
 import subprocess
 
-from edgemodel.harness import processes
+from edgemodel.harness import pki, processes
 
 __all__ = ["Mosquitto"]
 
@@ -34,12 +37,15 @@ class Mosquitto:
         *,
         username: str = "edge",
         password: str = "edge-secret",  # noqa: S107 - a throwaway test broker
+        tls: bool = False,
     ) -> None:
         self.workdir = workdir
         self.username = username
         self.password = password
         self.host = "127.0.0.1"
         self.port = processes.free_port()
+        self.tls_port: int | None = processes.free_port() if tls else None
+        self.ca_file: pathlib.Path | None = None
         self._process: processes.ManagedProcess | None = None
 
     def _write_config(self) -> pathlib.Path:
@@ -54,11 +60,23 @@ class Mosquitto:
         )
         passwd.chmod(0o600)
         (self.workdir / "data").mkdir(exist_ok=True)
+        tls_lines: list[str] = []
+        if self.tls_port is not None:
+            authority = pki.Pki(self.workdir / "pki")
+            cert, key = authority.issue("broker", common_name="mosquitto", server_ips=(self.host,))
+            self.ca_file = authority.ca_cert
+            tls_lines = [
+                f"listener {self.tls_port} {self.host}",
+                f"cafile {authority.ca_cert}",
+                f"certfile {cert}",
+                f"keyfile {key}",
+            ]
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             "\n".join(
                 [
                     f"listener {self.port} {self.host}",
+                    *tls_lines,
                     "allow_anonymous false",
                     # Stay the user who started it: no privilege drop that loses access to workdir.
                     f"user {getpass.getuser()}",
@@ -84,7 +102,8 @@ class Mosquitto:
         self._process = processes.ManagedProcess(
             "mosquitto", [binary, "-c", str(conf)], log_path=self.workdir / "mosquitto.log"
         ).start()
-        self._process.wait_ready(lambda: _port_open(self.port), timeout=15)
+        ports = [self.port] if self.tls_port is None else [self.port, self.tls_port]
+        self._process.wait_ready(lambda: all(_port_open(p) for p in ports), timeout=15)
         return self
 
     def stop(self) -> None:

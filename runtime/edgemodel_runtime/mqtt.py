@@ -109,12 +109,13 @@ def _wake_pair() -> tuple[socket.socket, socket.socket]:
 class BufferedClient(paho.Client):
     """A paho client whose socket I/O is buffered; the MQTT protocol is paho's.
 
-    It hooks paho's ``_sock_recv`` and ``_sock_send`` (paho-mqtt 2.x). Reads are served
-    from one 64 KiB ``recv``; :meth:`loop_read` goes on while buffered bytes are left, so
-    ``select`` never waits with data already read. Writes are collected and sent at the
-    end of :meth:`loop_write`; :meth:`want_write` stays true while some are left, so
-    ``select`` waits for the socket to take them. The buffers belong to one socket and are
-    dropped with it on a reconnect. :meth:`loop_start` is paho's, with a wake-up socket
+    It hooks paho's ``_sock_recv`` and ``_sock_send`` (paho-mqtt 2.2). Plain-TCP reads
+    are served from one 64 KiB ``recv`` (TLS reads are paho's own); :meth:`loop_read`
+    goes on while buffered bytes are left, so ``select`` never waits with data already
+    read. Writes are collected and sent at the end of :meth:`loop_write`;
+    :meth:`want_write` stays true while some are left, so ``select`` waits for the socket
+    to take them. The buffers belong to one socket and are dropped with it on a
+    reconnect. :meth:`loop_start` is paho's, with a wake-up socket
     pair that sends one byte per wake-up instead of one per packet.
     """
 
@@ -149,6 +150,12 @@ class BufferedClient(paho.Client):
 
     def _sock_recv(self, bufsize: int) -> bytes:
         self._io_check()
+        if isinstance(self._sock, ssl.SSLSocket):
+            # TLS buffers itself. A large read returns one record, and the next may already
+            # sit decrypted-to-be inside OpenSSL, where neither select() nor pending() sees
+            # it: the loop would wait for bytes it already has. paho's small reads keep
+            # pending() true instead (tests/integration/test_runtime_tls.py).
+            return super()._sock_recv(bufsize)
         if self._rpos >= len(self._rbuf):
             data = super()._sock_recv(max(bufsize, self.READ_SIZE))
             if len(data) <= bufsize:
