@@ -280,7 +280,8 @@ def run(
         if code != 0:
             raise RuntimeError(f"the bootstrap training failed: {first.reason}")
         clock.say(
-            f"Bootstrap trained version {first.version} (holdout RMSE {first.holdout_rmse:.3f}); champion"
+            f"Bootstrap trained version {first.version} "
+            f"(holdout RMSE {_fmt_rmse(first.holdout_rmse)}); champion"
         )
 
         # The inference replica: the runtime runs with the Pod's configuration.
@@ -328,7 +329,8 @@ def run(
         timeline.version_before = st.model.version
         timeline.rmse_before = st.drift.rmse
         clock.say(
-            f"Ready: version {st.model.version} serving, RMSE {st.drift.rmse:.3f} < threshold {THRESHOLD}"
+            f"Ready: version {st.model.version} serving, "
+            f"RMSE {_fmt_rmse(st.drift.rmse)} < threshold {THRESHOLD}"
         )
 
         # Drift.
@@ -374,17 +376,24 @@ def _watch(
     trainer: dict[str, Any] = {}
     runner: threading.Thread | None = None
     handled: set[str] = set()  # Jobs whose trainer already ran here
+    drifted_seen = False
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         st = _status(client)
-        if timeline.drift_detected is None and _condition(st, "Drifted") == "True":
-            timeline.drift_detected = clock.now()
+        if not drifted_seen and _condition(st, "Drifted") == "True":
+            drifted_seen = True
+            if timeline.drift_detected is None:
+                timeline.drift_detected = clock.now()
             timeline.rmse_drifted = st.drift.rmse
-            clock.say(f"Drifted=True: RMSE {st.drift.rmse:.3f} > {THRESHOLD} ({st.drift.replica})")
+            clock.say(f"Drifted=True: RMSE {_fmt_rmse(st.drift.rmse)} > {THRESHOLD} ({st.drift.replica})")
         if timeline.job_started is None:
             retrains = [j for j in _jobs(client) if "-retrain-" in j and j not in handled]
             if retrains:
                 timeline.job_started = clock.now()
+                # The operator writes the Job before the status that says Drifted=True, and
+                # starts it only on drift it detected: seeing the Job is seeing the detection.
+                if timeline.drift_detected is None:
+                    timeline.drift_detected = timeline.job_started
                 timeline.job_name = retrains[-1]
                 handled.add(retrains[-1])
                 clock.say(f"Retraining=True: operator started Job {timeline.job_name}; running its trainer")
@@ -434,6 +443,10 @@ def _watch(
         runner.join(timeout=5)
     if timeline.healed is None:
         raise TimeoutError(f"the EdgeModel did not heal within 10 minutes: {json.dumps(timeline.to_json())}")
+
+
+def _fmt_rmse(rmse: float | None) -> str:
+    return "n/a" if rmse is None else f"{rmse:.3f}"
 
 
 def _explore(plane: controlplane.ControlPlane, say: Callable[[str], None]) -> None:
