@@ -20,7 +20,7 @@ import kopf
 import prometheus_client
 
 from edgemodel import api
-from edgemodel_operator import kube, leader, metrics, names, reconcile, runner
+from edgemodel_operator import kube, leader, metrics, names, observe, reconcile, runner
 from edgemodel_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,12 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
         return
     obj: Any = event.get("object") or {}
     fingerprint = _report_fingerprint(obj.get("status"))
+    if event.get("type") == "ADDED" and "reports" not in memo:
+        # The first sight of an EdgeModel: the create or resume handler reconciles it, and
+        # that pass reads these reports. A pass from here too would hold kopf's queue for
+        # this object (the create handler waits behind it) and cost a second full pass.
+        memo["reports"] = fingerprint
+        return
     if memo.get("reports") == fingerprint:
         return
     # Remembered only once a reconcile has seen it: a request deferred (not leading),
@@ -224,11 +230,21 @@ def _owner(body: Any) -> str | None:
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-async def child_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+async def child_changed(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
     """A child changed: a Job finished, a Deployment's availability moved, or a hand edit."""
     owner = _owner(body)
-    if owner is None or namespace is None or event.get("type") not in ("MODIFIED", "DELETED"):
+    kind = str(body.get("kind") or "")
+    if owner is None or namespace is None or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
         return
+    fingerprint = observe.child_fingerprint(kind, body)
+    if event.get("type") == "ADDED" or (event.get("type") == "MODIFIED" and memo.get("child") == fingerprint):
+        # ADDED: the pass that created it, or the resume after a restart, covers it. An
+        # unchanged fingerprint: a controller's bookkeeping no pass acts on.
+        memo["child"] = fingerprint
+        return
+    memo["child"] = fingerprint
     if STATE.runner is not None:
         STATE.runner.reconciler.mark_dirty(namespace, owner)
     with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):

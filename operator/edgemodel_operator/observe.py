@@ -16,7 +16,7 @@ import pydantic
 from edgemodel import contracts
 from edgemodel_operator import names
 
-__all__ = ["Deployment", "JobInfo", "deployment", "job_info", "parse_time"]
+__all__ = ["Deployment", "JobInfo", "child_fingerprint", "deployment", "job_info", "parse_time"]
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
@@ -106,3 +106,53 @@ def job_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], *, now: 
         result=result,
         failure=failure,
     )
+
+
+def _conditions(status: Mapping[str, Any], types: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        sorted(
+            (str(c.get("type")), str(c.get("status")))
+            for c in status.get("conditions") or []
+            if c.get("type") in types
+        )
+    )
+
+
+def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a reconcile can act on in a child; a watch event that leaves it equal needs no pass.
+
+    Spec edits (``generation``), label and annotation edits, and the status the pass reads
+    (availability, replica counts, a Job finishing) count. Controllers' other status
+    writes (``observedGeneration``, progress conditions, a Job's ``ready`` count) do not.
+    Kinds with no ``generation`` (Service, ConfigMap) count every change.
+
+    >>> dep = {"metadata": {"generation": 2}, "status": {"replicas": 1, "observedGeneration": 1}}
+    >>> newer = {"metadata": {"generation": 2}, "status": {"replicas": 1, "observedGeneration": 2}}
+    >>> child_fingerprint("Deployment", dep) == child_fingerprint("Deployment", newer)
+    True
+    >>> edited = {"metadata": {"generation": 3}, "status": {"replicas": 1, "observedGeneration": 2}}
+    >>> child_fingerprint("Deployment", dep) == child_fingerprint("Deployment", edited)
+    False
+    """
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    base = (
+        kind,
+        meta.get("generation"),
+        tuple(sorted((meta.get("labels") or {}).items())),
+        tuple(sorted((meta.get("annotations") or {}).items())),
+        bool(meta.get("deletionTimestamp")),
+    )
+    if kind == "Deployment":
+        return (
+            *base,
+            status.get("replicas"),
+            status.get("readyReplicas"),
+            status.get("availableReplicas"),
+            _conditions(status, ("Available",)),
+        )
+    if kind == "Job":
+        return (*base, _conditions(status, ("Complete", "Failed")))
+    if kind == "HorizontalPodAutoscaler":
+        return (*base, status.get("currentReplicas"), status.get("desiredReplicas"))
+    return (*base, meta.get("resourceVersion"))
