@@ -385,7 +385,11 @@ def _watch(
             if timeline.drift_detected is None:
                 timeline.drift_detected = clock.now()
             timeline.rmse_drifted = st.drift.rmse
-            clock.say(f"Drifted=True: RMSE {_fmt_rmse(st.drift.rmse)} > {THRESHOLD} ({st.drift.replica})")
+            reason = next((c.reason for c in st.conditions if c.type == "Drifted"), "")
+            clock.say(
+                f"Drifted=True ({reason}): RMSE {_fmt_rmse(st.drift.rmse)}, threshold {THRESHOLD} "
+                f"({st.drift.replica})"
+            )
         if timeline.job_started is None:
             retrains = [j for j in _jobs(client) if "-retrain-" in j and j not in handled]
             if retrains:

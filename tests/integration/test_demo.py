@@ -33,7 +33,10 @@ def test_demo_heals_and_stops_everything(tmp_path: pathlib.Path) -> None:
     assert timeline.version_before == "1"
     assert timeline.version_after is not None and int(timeline.version_after) > 1
     assert timeline.trainer["outcome"] == "Promoted"
-    assert timeline.rmse_drifted is not None and timeline.rmse_drifted > demo.THRESHOLD
+    # Drifted=True may come from the change detector before the rolling RMSE crosses the
+    # threshold; either way the error has grown.
+    assert timeline.rmse_before is not None and timeline.rmse_before < demo.THRESHOLD
+    assert timeline.rmse_drifted is not None and timeline.rmse_drifted > timeline.rmse_before
     assert timeline.rmse_after is not None and timeline.rmse_after < demo.THRESHOLD
     assert timeline.trainer["holdout_rmse"] < timeline.trainer["champion_rmse"]
 
