@@ -94,6 +94,25 @@ def _op_pid(op: Any) -> int:
     return cast(int, op._process.pid)
 
 
+def _settle(op: Any, *, idle: float, cap: float) -> float | None:
+    """Seconds until the operator ran no reconcile for ``idle`` seconds; None if not within ``cap``."""
+    start = time.monotonic()
+    last = common.sample_sum(
+        common.parse_prometheus(op.metrics_text()), "edgemodel_operator_reconciles_total"
+    )
+    quiet_since = start
+    while time.monotonic() - start < cap:
+        time.sleep(0.5)
+        now = common.sample_sum(
+            common.parse_prometheus(op.metrics_text()), "edgemodel_operator_reconciles_total"
+        )
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= idle:
+            return quiet_since - start
+    return None
+
+
 class Snapshot:
     """Counters of the operator, the API server and the processes at one moment."""
 
@@ -386,8 +405,9 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
             (round(t, 1), round(r / 2**20, 1))
             for t, r in sampler.samples[:: max(1, len(sampler.samples) // 200)]
         ]
-        # Let the tail of events settle, then a quiet period with nothing changing.
-        time.sleep(min(10.0, quiet_seconds))
+        # Let the operator finish the work the rollout left it (follow-up passes), then a
+        # quiet period with nothing changing.
+        out["settle_seconds"] = _settle(op, idle=min(5.0, quiet_seconds), cap=max(30.0, 5 * quiet_seconds))
         q0 = Snapshot(plane, op)
         time.sleep(quiet_seconds)
         q1 = Snapshot(plane, op)
@@ -538,7 +558,11 @@ def _markdown(sizes: list[dict[str, Any]], quiet_seconds: float) -> str:
             rows,
         )
     )
-    md.append(f"\n## A quiet period ({quiet_seconds:.0f} s after the rollout ended, nothing changing)\n")
+    md.append(
+        f"\n## A quiet period ({quiet_seconds:.0f} s, nothing changing)\n\n"
+        "It starts once the operator has run no reconcile for 5 s after the last EdgeModel turned "
+        "Ready: *settle* is how long the follow-up passes the rollout left took until then.\n"
+    )
     rows = []
     for s in sizes:
         q = s["quiet"]
@@ -546,6 +570,7 @@ def _markdown(sizes: list[dict[str, Any]], quiet_seconds: float) -> str:
         rows.append(
             [
                 s["n"],
+                s.get("settle_seconds"),
                 q.get("reconciler_api_requests", 0) * per_min,
                 q["sa_requests"] * per_min,
                 q["sa_requests"] * per_min / s["n"],
@@ -560,6 +585,7 @@ def _markdown(sizes: list[dict[str, Any]], quiet_seconds: float) -> str:
         common.markdown_table(
             [
                 "EdgeModels",
+                "settle (s)",
                 "reconciler API requests / min",
                 "operator SA requests / min",
                 "per EM / min",
