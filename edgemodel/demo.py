@@ -416,7 +416,8 @@ def _watch(
             timeline.trainer = dict(trainer)
             clock.say(
                 f"Trainer: {trainer.get('outcome')} version {trainer.get('version')} "
-                f"(holdout RMSE {trainer.get('holdout_rmse')}, champion {trainer.get('champion_rmse')})"
+                f"(holdout RMSE {_fmt_rmse(trainer.get('holdout_rmse'))}, "
+                f"champion {_fmt_rmse(trainer.get('champion_rmse'))})"
             )
             if trainer.get("outcome") == "Promoted":
                 timeline.promoted = timeline.training_done
