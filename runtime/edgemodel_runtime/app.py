@@ -456,16 +456,17 @@ class App:
                     max_seconds=self.settings.options.fresh_window_max_seconds,
                 )
             self._report(window_reason="drift")
-        elif self._fresh is not None and (self._fresh.ready(now=time.monotonic()) or not self.drift.detected):
+            return
+        if was and not self.drift.detected:
+            log.info("Drift of model %s version %s cleared", self.settings.config.model_name, self._serving)
+        fresh = self._fresh
+        if fresh is not None and (fresh.ready(now=time.monotonic()) or not self.drift.detected):
             log.info(
                 "Handing over the training window with the changed plant",
-                extra={"readings_after_change": self._fresh.count, "change_ts": self._fresh.change_ts},
+                extra={"readings_after_change": fresh.count, "change_ts": fresh.change_ts},
             )
             self._report(window_reason="drift")
             self._fresh = None
-        elif was and not self.drift.detected:
-            log.info("Drift of model %s version %s cleared", self.settings.config.model_name, self._serving)
-            self._report()
         else:
             self._report()
 
