@@ -145,8 +145,12 @@ def _status(client: kubernetes.client.ApiClient) -> api.EdgeModelStatus:
     return api.EdgeModelStatus.model_validate(cast(dict[str, Any], body).get("status") or {})
 
 
+def _find_condition(st: api.EdgeModelStatus, type_: str) -> api.Condition | None:
+    return next((c for c in st.conditions if c.type == type_), None)
+
+
 def _condition(st: api.EdgeModelStatus, type_: str) -> str:
-    found = next((c for c in st.conditions if c.type == type_), None)
+    found = _find_condition(st, type_)
     return "Unknown" if found is None else found.status
 
 
@@ -385,7 +389,8 @@ def _watch(
             if timeline.drift_detected is None:
                 timeline.drift_detected = clock.now()
             timeline.rmse_drifted = st.drift.rmse
-            reason = next((c.reason for c in st.conditions if c.type == "Drifted"), "")
+            drifted = _find_condition(st, "Drifted")
+            reason = "" if drifted is None else drifted.reason
             clock.say(
                 f"Drifted=True ({reason}): RMSE {_fmt_rmse(st.drift.rmse)}, threshold {THRESHOLD} "
                 f"({st.drift.replica})"
