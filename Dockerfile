@@ -10,15 +10,20 @@
 # dependencies (not the dev extra) into a virtualenv; the final stage copies only that
 # virtualenv onto the same slim base, so it has no compilers, no pip cache, no sources.
 # Checked by tests/unit/test_dockerfile.py (hadolint and the project's own rules).
+#
+# BASE_IMAGE is the base of both stages: the official slim Python image by default; the e2e
+# node builds a Debian bookworm base with python3 (3.11) instead (hack/images.sh), since no
+# registry is reachable there. Any base with `python3` and its venv module works.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
-FROM python:3.11.14-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-RUN python -m venv /opt/edgemodel
+RUN python3 -m venv /opt/edgemodel
 
 # Only what the wheel is built from; .dockerignore keeps the rest out of the context.
 COPY pyproject.toml README.md ./
@@ -34,8 +39,9 @@ RUN /opt/edgemodel/bin/pip wheel --no-deps --wheel-dir /dist . \
     && /opt/edgemodel/bin/edgemodel-trainer --help >/dev/null
 
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 
+ARG BASE_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -49,7 +55,7 @@ LABEL org.opencontainers.image.title="edgemodel" \
       org.opencontainers.image.source="https://github.com/edgemodel/edgemodel" \
       org.opencontainers.image.url="https://github.com/edgemodel/edgemodel" \
       org.opencontainers.image.vendor="EdgeModel" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 # HOME is /tmp: the Pods mount an emptyDir there and keep the root file system read-only.
 ENV PATH="/opt/edgemodel/bin:${PATH}" \
