@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup system venv tools test unit lint audit crd demo clean
+.PHONY: setup system venv tools observability test unit lint audit crd demo clean
 
-setup: system venv tools
+setup: system venv tools observability
 
 system:  ## Debian packages: the Mosquitto broker
 	@command -v mosquitto >/dev/null 2>&1 || /usr/sbin/mosquitto -h >/dev/null 2>&1 || { \
@@ -22,6 +22,9 @@ $(VENV_STAMP): pyproject.toml
 
 tools:  ## etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm (cached)
 	@bash hack/k8s-tools.sh >/dev/null
+
+observability:  ## prometheus and promtool (apt), kube-state-metrics (cached): the alert tests
+	@bash hack/observability-tools.sh >/dev/null  # progress goes to stderr; stdout is the bin directory
 
 test: setup  ## the whole test suite on real components
 	$(PY) -m pytest
