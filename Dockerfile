@@ -31,6 +31,7 @@ COPY edgemodel ./edgemodel
 COPY operator ./operator
 COPY runtime ./runtime
 COPY trainer ./trainer
+COPY simulator ./simulator
 
 RUN /opt/edgemodel/bin/pip wheel --no-deps --wheel-dir /dist . \
     && /opt/edgemodel/bin/pip install /dist/edgemodel-*.whl \

@@ -14,14 +14,14 @@ system:  ## Debian packages: the Mosquitto broker
 	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
 
 venv: $(VENV_STAMP)
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml devtools/pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./devtools
 	touch $@
 
 tools:  ## etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm (cached)
-	@bash hack/k8s-tools.sh >/dev/null
+	@bash hack/k8s-tools.sh >/dev/null  # progress goes to stderr; stdout is the bin directory
 
 observability:  ## prometheus and promtool (apt), kube-state-metrics (cached): the alert tests
 	@bash hack/observability-tools.sh >/dev/null  # progress goes to stderr; stdout is the bin directory
@@ -29,15 +29,15 @@ observability:  ## prometheus and promtool (apt), kube-state-metrics (cached): t
 test: setup  ## the whole test suite on real components
 	$(PY) -m pytest
 
-unit: venv  ## fast unit tests only, no I/O
-	$(PY) -m pytest tests/unit
+unit: venv  ## fast unit tests only: no I/O, no subprocesses, no network (packaging checks run in make test)
+	$(PY) -m pytest tests/unit -m "not packaging"
 
 lint: venv  ## code-health gates
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
-	.venv/bin/bandit -q -c pyproject.toml -r edgemodel operator runtime trainer
+	.venv/bin/bandit -q -c pyproject.toml -r edgemodel operator runtime trainer simulator
 
 audit: venv  ## known-vulnerable dependencies (pip-audit against PyPI's advisory data)
 	.venv/bin/pip-audit --progress-spinner off --skip-editable

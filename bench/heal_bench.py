@@ -1,7 +1,7 @@
 # ruff: noqa: PLC0415 - heavy or optional dependencies are imported where they are used
 """Benchmark 3: time to heal, from drift onset until the promoted model serves and RMSE is back.
 
-It runs the end-to-end demo (``edgemodel.demo``, owned by the demo's authors) and breaks
+It runs the end-to-end demo (``edgemodel_dev.demo``, owned by the demo's authors) and breaks
 its timeline down into phases. The demo is expected to expose a function that runs the
 self-healing loop once and returns a timeline dict with the moments (epoch seconds, or
 datetimes) ``drift_started``, ``drift_detected``, ``job_started``, ``training_done``,
@@ -79,9 +79,9 @@ def phases(timeline: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def find_timeline_function() -> Callable[..., Any] | None:
-    """The demo's timeline function, or None when ``edgemodel.demo`` is not there yet."""
+    """The demo's timeline function, or None when ``edgemodel_dev.demo`` is not there yet."""
     try:
-        demo = importlib.import_module("edgemodel.demo")
+        demo = importlib.import_module("edgemodel_dev.demo")
     except ImportError:
         return None
     for name in CANDIDATES:
@@ -124,8 +124,9 @@ def _call(fn: Callable[..., Any], workdir: pathlib.Path) -> dict[str, Any]:
 
 def _pending() -> common.Result:
     md = (
-        "**Pending demo.** `edgemodel/demo.py` does not exist in this checkout yet, so time to heal was not "
-        "measured. The benchmark is written against the expected interface: a function in `edgemodel.demo` "
+        "**Pending demo.** `devtools/edgemodel_dev/demo.py` does not exist in this checkout yet, so time to "
+        "heal was not measured. The benchmark is written against the expected interface: a function in "
+        "`edgemodel_dev.demo` "
         f"(one of {', '.join(f'`{c}`' for c in CANDIDATES)}) that runs the self-healing loop once and "
         "returns a "
         f"timeline dict with {', '.join(f'`{m}`' for m in MOMENTS)} (epoch seconds, ISO strings or "
@@ -151,8 +152,8 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         # One demo run takes minutes (a control plane, MLflow, training): too long for a smoke
         # run. --quick checks that the interface is there; the full run measures.
         md = (
-            f"`edgemodel.demo.{fn.__name__}{inspect.signature(fn)}` found. With --quick the demo is not run "
-            "(one run takes minutes); `python -m bench heal` runs it and breaks time to heal down.\n\n"
+            f"`edgemodel_dev.demo.{fn.__name__}{inspect.signature(fn)}` found. With --quick the demo is not "
+            "run (one run takes minutes); `python -m bench heal` runs it and breaks time to heal down.\n\n"
             + common.markdown_table(["phase", "from", "to"], [[n, f"`{a}`", f"`{b}`"] for n, a, b in PHASES])
         )
         return common.Result("heal", "Time to heal", md, {"function": fn.__name__, "ran": False})
@@ -198,7 +199,7 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         ]
     )
     md = (
-        f"{runs} run(s) of `edgemodel.demo.{fn.__name__}` (abrupt drift); phases from its timeline, "
+        f"{runs} run(s) of `edgemodel_dev.demo.{fn.__name__}` (abrupt drift); phases from its timeline, "
         "in seconds. "
         "Share: the phase's part of the whole heal in the same run (the baseline).\n\n"
         + common.markdown_table(["phase", "median s", "min s", "max s", "share of total"], rows)

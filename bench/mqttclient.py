@@ -35,7 +35,7 @@ MAX_OUTSTANDING = 20_000
 
 
 def payload(device: int, step: int, ts: float, rng: random.Random) -> bytes:
-    """One reading shaped like ``edgemodel_runtime.testing.readings`` (the model's training data)."""
+    """One reading shaped like ``edgemodel_dev.testing.readings`` (the model's training data)."""
     phase = device * 0.7
     temp = 20 + 5 * math.sin(2 * math.pi * step / 50 + phase) + rng.gauss(0, 0.3)
     humidity = 50 + 10 * math.cos(2 * math.pi * step / 50 + phase) + rng.gauss(0, 0.3)

@@ -339,7 +339,7 @@ def _baseline_deployments(plane: Any, n: int, timeout: float) -> dict[str, Any]:
 def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: float) -> dict[str, Any]:
     import kubernetes
 
-    from edgemodel.harness import controlplane, operatorprocess, processes
+    from edgemodel_dev.harness import controlplane, operatorprocess, processes
 
     # Each EdgeModel asks for 350m CPU and 704Mi (inference Pod + bootstrap Job Pod); a kwok node has 32 CPUs.
     nodes = math.ceil(n / 80) + 1

@@ -104,7 +104,7 @@ def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def _runtime(
     broker: Any, uri: str, workdir: pathlib.Path, *, batch: int, tag: str
 ) -> Iterator[tuple[procs.Helper, int]]:
-    from edgemodel.harness import processes
+    from edgemodel_dev.harness import processes
 
     port = processes.free_port()
     env = {"MQTT_USERNAME": broker.username, "MQTT_PASSWORD": broker.password, "POD_NAME": ""}
@@ -190,7 +190,7 @@ def _rate(arrivals: list[float], resumed: float) -> dict[str, Any]:
 
 def _wait_quiet(port: int, timeout: float = 300.0) -> None:
     """Wait until the runtime's queue is empty and its prediction count has stopped moving."""
-    from edgemodel.harness import processes
+    from edgemodel_dev.harness import processes
 
     last: list[float] = []
 
@@ -539,8 +539,8 @@ def _markdown(data: dict[str, Any]) -> str:
 
 
 def run(out: pathlib.Path, *, quick: bool) -> common.Result:
-    from edgemodel.harness import mlflowserver, mosquitto
-    from edgemodel_runtime import testing
+    from edgemodel_dev import testing
+    from edgemodel_dev.harness import mlflowserver, mosquitto
 
     n = 2_000 if quick else 60_000
     loads = [200.0] if quick else [500.0, 1_000.0, 5_000.0, 10_000.0]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgemodel.harness import mlflowserver, mosquitto
+from edgemodel_dev.harness import mlflowserver, mosquitto
 
 
 @pytest.fixture

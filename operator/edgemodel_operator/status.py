@@ -14,8 +14,8 @@ import dataclasses
 import datetime
 from collections.abc import Collection, Sequence
 
-from edgemodel import api, rollback
-from edgemodel_operator import conditions, names, observe, policy, summary
+from edgemodel import api
+from edgemodel_operator import conditions, names, observe, policy, rollback, summary
 from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import kubernetes
 import pytest
 
-from edgemodel.harness import controlplane, mlflowserver, operatorprocess, processes
+from edgemodel_dev.harness import controlplane, mlflowserver, operatorprocess, processes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "edgemodel.yaml"

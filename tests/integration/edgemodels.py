@@ -9,7 +9,7 @@ from typing import Any
 import kubernetes
 
 from edgemodel import api, contracts
-from edgemodel.harness import pods, processes
+from edgemodel_dev.harness import pods, processes
 
 
 def body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -121,3 +121,31 @@ def finish_job(
     """Record on the Job's Pod what a trainer container wrote: its exit code and result."""
     pod = pods.job_pod(client, namespace, job)
     pods.complete_pod(client, namespace, pod, exit_code=exit_code, message=result.to_termination_message())
+
+
+def training_result(outcome: str, version: str | None, **kw: Any) -> contracts.TrainingResult:
+    """A trainer's result with test defaults for the fields a test does not care about."""
+    return contracts.TrainingResult(
+        outcome=outcome,
+        reason=kw.pop("reason", f"{outcome}: test"),
+        model_name=kw.pop("model_name", "m"),
+        version=version,
+        **kw,
+    )
+
+
+def serving(client: kubernetes.client.ApiClient, namespace: str, name: str, version: str = "1") -> str:
+    """Finish the bootstrap Job with a first version and report that the replica serves it."""
+    job = f"{name}-bootstrap-1"
+    processes.wait_until(
+        lambda: job in [j.metadata.name for j in jobs(client, namespace, name)],
+        timeout=30,
+        what="the bootstrap Job",
+    )
+    finish_job(client, namespace, job, training_result("Promoted", version, champion_version=version), 0)
+    processes.wait_until(lambda: inference_pods(client, namespace, name), timeout=60, what="an inference Pod")
+    pod = inference_pods(client, namespace, name)[0]
+    report(client, namespace, name, pod, rmse=0.2, samples=100, detected=False, version=version)
+    wait_condition(client, namespace, name, "Ready", "True")
+    wait_condition(client, namespace, name, "Retraining", "False")
+    return pod

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edgemodel import api, contracts
-from edgemodel.harness import processes
+from edgemodel_dev.harness import processes
 from tests import specs
 
 pytestmark = pytest.mark.cluster

@@ -5,7 +5,7 @@
 PodMonitor kinds exist only there, since their CRDs are not in the harness. ``helm install``
 puts the chart on the real API server: the operator Deployment becomes Available on the
 kwok node, and the operator, run locally as that Deployment's Pod under the chart's own
-ServiceAccount and ClusterRole, reconciles ``examples/edgemodel.yaml``.
+ServiceAccount and RBAC (namespaced, as watchNamespace is set), reconciles ``examples/edgemodel.yaml``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import kubernetes
 import pytest
 import yaml
 
-from edgemodel.harness import binaries, pods, processes
+from edgemodel_dev.harness import binaries, pods, processes
 
 pytestmark = pytest.mark.cluster
 
@@ -108,18 +108,21 @@ def test_lint(helm_env):
 def test_template_defaults(helm_env):
     docs = template(helm_env)
     kinds = by_kind(docs)
-    assert set(kinds) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+    assert set(kinds) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                          "Deployment", "Service", "ValidatingAdmissionPolicy",
+                          "ValidatingAdmissionPolicyBinding"}  # fmt: skip
 
-    # The ClusterRole is the rules file, exactly, and is bound to the operator's ServiceAccount.
-    role = one(docs, "ClusterRole")
-    assert role["rules"] == yaml.safe_load(RULES.read_text())
-    binding = one(docs, "ClusterRoleBinding")
+    # The roles are made from the rules file (test_trust_rbac.py: where each rule lands), and
+    # each binding binds its role to the operator's ServiceAccount.
     account = one(docs, "ServiceAccount")["metadata"]["name"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": role["metadata"]["name"]}  # fmt: skip
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account, "namespace": "edgemodel-system"}
-    ]
+    role_names = {(d["kind"], d["metadata"]["name"]) for d in kinds["ClusterRole"] + kinds["Role"]}
+    assert role_names == {("ClusterRole", "em-edgemodel"), ("ClusterRole", "em-edgemodel-cluster"),
+                          ("Role", "em-edgemodel-leader")}  # fmt: skip
+    for binding in kinds["ClusterRoleBinding"] + kinds["RoleBinding"]:
+        assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in role_names
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account, "namespace": "edgemodel-system"}
+        ]
 
     dep = one(docs, "Deployment")
     spec = dep["spec"]["template"]["spec"]
@@ -167,7 +170,10 @@ def test_template_full_values(helm_env):
     assert {"PrometheusRule", "ServiceMonitor", "PodMonitor", "ConfigMap", "PodDisruptionBudget"} <= set(
         kinds
     )
-    assert one(docs, "ClusterRole")["rules"] == yaml.safe_load(RULES.read_text())
+    # watchNamespace is set: the only ClusterRole is for cluster-scoped reads.
+    assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == ["em-edgemodel-cluster"]
+    assert {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds["Role"]} == {
+        ("plant-floor", "em-edgemodel"), ("edgemodel-system", "em-edgemodel-leader")}  # fmt: skip
 
     dep = one(docs, "Deployment")
     spec = dep["spec"]["template"]["spec"]
@@ -285,7 +291,7 @@ def test_install_runs_the_operator(cluster, namespace, helm_env, tmp_path):
         assert pod.spec.node_name == "edge-0"
         assert pod.spec.service_account_name == fullname
 
-        # Run the operator as that Pod, with the chart's ServiceAccount and ClusterRole. The
+        # Run the operator as that Pod, with the chart's ServiceAccount and Roles. The
         # Pod's own environment (watchNamespace, POD_NAMESPACE for the Lease, the image) is
         # used as the chart rendered it; only the credentials and local ports are the test's.
         health_port = processes.free_port()

@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 
 from edgemodel import api, contracts
-from edgemodel.harness import processes
+from edgemodel_dev.harness import processes
 from tests.integration import edgemodels
 
 pytestmark = pytest.mark.cluster
@@ -36,24 +36,8 @@ def _spec(**over: dict) -> dict:
     return spec
 
 
-def _serving(client, namespace: str, name: str, version: str = "1") -> str:
-    """Finish the bootstrap Job with a first version and report that the replica serves it."""
-    processes.wait_until(
-        lambda: f"{name}-bootstrap-1" in _job_names(client, namespace, name),
-        timeout=30,
-        what="the bootstrap Job",
-    )
-    edgemodels.finish_job(
-        client, namespace, f"{name}-bootstrap-1", _result("Promoted", version, champion_version=version), 0
-    )
-    processes.wait_until(
-        lambda: edgemodels.inference_pods(client, namespace, name), timeout=60, what="an inference Pod"
-    )
-    pod = edgemodels.inference_pods(client, namespace, name)[0]
-    edgemodels.report(client, namespace, name, pod, rmse=0.2, samples=100, detected=False, version=version)
-    edgemodels.wait_condition(client, namespace, name, "Ready", "True")
-    edgemodels.wait_condition(client, namespace, name, "Retraining", "False")
-    return pod
+_serving = edgemodels.serving
+_result = edgemodels.training_result
 
 
 def _job_names(client, namespace: str, name: str) -> list[str]:
@@ -62,16 +46,6 @@ def _job_names(client, namespace: str, name: str) -> list[str]:
 
 def _after_bootstrap(client, namespace: str, name: str) -> list[str]:
     return [n for n in _job_names(client, namespace, name) if "-bootstrap-" not in n]
-
-
-def _result(outcome: str, version: str | None, **kw) -> contracts.TrainingResult:
-    return contracts.TrainingResult(
-        outcome=outcome,
-        reason=kw.pop("reason", f"{outcome}: test"),
-        model_name=kw.pop("model_name", "m"),
-        version=version,
-        **kw,
-    )
 
 
 def test_hand_edits_are_put_right_spec_changes_roll_out_and_delete_cleans_up(

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from edgemodel import api, contracts
-from edgemodel.harness import pods, processes
+from edgemodel_dev.harness import pods, processes
 from edgemodel_runtime import payloads, window
 from tests import data
 from tests.integration import edgemodels

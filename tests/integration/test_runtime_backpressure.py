@@ -15,7 +15,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgemodel_runtime import app, mqtt, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import app, mqtt
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 

@@ -10,7 +10,8 @@ import pytest
 
 from edgemodel import contracts
 from edgemodel.registry import client as mlflow_client
-from edgemodel_runtime import app, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import app
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from edgemodel.harness import processes
-from edgemodel_runtime import testing
+from edgemodel_dev import testing
+from edgemodel_dev.harness import processes
 
 pytestmark = [pytest.mark.mqtt]
 

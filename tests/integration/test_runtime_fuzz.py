@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgemodel_runtime import app, inference, payloads, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import app, inference, payloads
 
 pytestmark = [pytest.mark.mqtt]
 

@@ -13,7 +13,8 @@ import kubernetes
 import pytest
 
 from edgemodel import api
-from edgemodel_runtime import app, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import app
 from tests.integration.test_runtime_report import _edgemodel, _runtime_kubeconfig
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mqtt, pytest.mark.mlflow]

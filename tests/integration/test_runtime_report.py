@@ -10,7 +10,8 @@ import kubernetes
 import pytest
 
 from edgemodel import api, contracts
-from edgemodel_runtime import app, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import app
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mqtt, pytest.mark.mlflow]
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from edgemodel_runtime import app, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import app
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from edgemodel import registry
-from edgemodel_runtime import app, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import app
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 

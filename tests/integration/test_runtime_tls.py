@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgemodel.harness import mosquitto, pki
-from edgemodel_runtime import app, testing
+from edgemodel_dev import testing
+from edgemodel_dev.harness import mosquitto, pki
+from edgemodel_runtime import app
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from edgemodel import simulator
-from edgemodel_runtime import testing
+from edgemodel_dev import testing
+from edgemodel_simulator import sensors
 
 pytestmark = [pytest.mark.mqtt]
 
@@ -24,8 +24,8 @@ def _collector(broker, topic: str, client_id: str) -> testing.Collector:
 def test_publisher_sends_every_reading_and_takes_drift_commands(mosquitto_broker, unique_name):
     name = unique_name
     collector = _collector(mosquitto_broker, f"{name}/+/telemetry", f"{name}-collector")
-    plant = simulator.Plant(devices=3, rate=5.0, seed=1)
-    publisher = simulator.Publisher(
+    plant = sensors.Plant(devices=3, rate=5.0, seed=1)
+    publisher = sensors.Publisher(
         plant,
         host=mosquitto_broker.host,
         port=mosquitto_broker.port,
@@ -73,8 +73,8 @@ def test_publish_helper_and_cli_replay(mosquitto_broker, unique_name, tmp_path):
     name = unique_name
     collector = _collector(mosquitto_broker, f"{name}/#", f"{name}-collector")
     try:
-        plant = simulator.Plant(devices=2, seed=3, start_ts=1_700_000_000.0)
-        sent = simulator.publish(
+        plant = sensors.Plant(devices=2, seed=3, start_ts=1_700_000_000.0)
+        sent = sensors.publish(
             plant.readings(10),
             host=mosquitto_broker.host,
             port=mosquitto_broker.port,
@@ -83,12 +83,12 @@ def test_publish_helper_and_cli_replay(mosquitto_broker, unique_name, tmp_path):
             topic_template=f"{name}/live/{{device}}",
         )
         assert sent == 20
-        history = simulator.write_history(plant, tmp_path / "history.csv", readings_per_device=15)
+        history = sensors.write_history(plant, tmp_path / "history.csv", readings_per_device=15)
         proc = subprocess.run(
             [
                 sys.executable,
                 "-m",
-                "edgemodel.simulator",
+                "edgemodel_simulator.sensors",
                 "--host",
                 mosquitto_broker.host,
                 "--port",

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from edgemodel import contracts, registry
-from edgemodel.harness import mlflowserver
+from edgemodel_dev.harness import mlflowserver
 
 pytestmark = pytest.mark.mlflow
 

@@ -17,8 +17,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from edgemodel import contracts, features, modelstore, registry, rollback
-from edgemodel.harness import mlflowserver
+from edgemodel import contracts, features, modelstore, registry
+from edgemodel_dev.harness import mlflowserver
+from edgemodel_operator import rollback
 from edgemodel_trainer import main, pipeline, tracking
 
 pytestmark = pytest.mark.mlflow

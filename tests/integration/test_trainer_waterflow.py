@@ -16,7 +16,7 @@ import pytest
 from river import datasets
 
 from edgemodel import contracts, features, registry
-from edgemodel.harness import mlflowserver
+from edgemodel_dev.harness import mlflowserver
 from edgemodel_trainer import data, pipeline, train
 
 pytestmark = pytest.mark.mlflow

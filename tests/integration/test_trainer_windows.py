@@ -14,7 +14,8 @@ import pytest
 
 from edgemodel import contracts
 from edgemodel.registry import client as mlflow_client
-from edgemodel_runtime import payloads, testing, window
+from edgemodel_dev import testing
+from edgemodel_runtime import payloads, window
 from edgemodel_trainer import tracking
 
 pytestmark = [pytest.mark.mlflow]

@@ -6,7 +6,8 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from edgemodel_runtime import metrics, reporting, testing
+from edgemodel_dev import testing
+from edgemodel_runtime import metrics, reporting
 
 CHANGED = reporting.DriftReport(rmse=2.0, samples=100, detected=True, reason="Threshold", model_version="1")
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from edgemodel import features, simulator
+from edgemodel import features
+from edgemodel_simulator import sensors
 
 SPEC = features.FeatureSpec(features=("temperature", "humidity"), target="temperature", horizon=1, lags=3)
 CHANGE = 1000  # steps per device before the change point
@@ -28,12 +29,12 @@ def _rmse(model: Ridge, readings: list[dict]) -> float:
 
 def _split(kind: str, *, size: float = 3.0, after: int = 600) -> tuple[Ridge, float, float]:
     """Train on the steps before the change; RMSE on the last 200 before, and on ``after`` steps after."""
-    plant = simulator.Plant(
+    plant = sensors.Plant(
         devices=3,
         rate=5.0,
         seed=11,
         start_ts=0.0,
-        drift=simulator.Drift(kind, start=CHANGE, size=size, ramp_steps=300, period_steps=500),
+        drift=sensors.Drift(kind, start=CHANGE, size=size, ramp_steps=300, period_steps=500),
     )
     before = plant.readings(CHANGE)
     later = plant.readings(after)
@@ -57,8 +58,8 @@ def test_drift_changes_the_relationship_after_the_change_point(kind):
 
 def test_drift_starts_exactly_at_the_change_point():
     kwargs = {"devices": 2, "rate": 5.0, "seed": 3, "start_ts": 0.0}
-    clean = simulator.Plant(**kwargs).readings(CHANGE + 50)
-    drifted = simulator.Plant(**kwargs, drift=simulator.Drift("abrupt", start=CHANGE, size=2.0)).readings(
+    clean = sensors.Plant(**kwargs).readings(CHANGE + 50)
+    drifted = sensors.Plant(**kwargs, drift=sensors.Drift("abrupt", start=CHANGE, size=2.0)).readings(
         CHANGE + 50
     )
     assert clean[: CHANGE * 2] == drifted[: CHANGE * 2]
@@ -68,29 +69,29 @@ def test_drift_starts_exactly_at_the_change_point():
 
 
 def test_abrupt_drift_moves_the_level_by_size_over_one_minus_phi():
-    drift = simulator.Drift("abrupt", start=500, size=1.0)
-    clean = [r["temperature"] for r in simulator.Plant(devices=1, seed=5, start_ts=0.0).readings(1000)]
+    drift = sensors.Drift("abrupt", start=500, size=1.0)
+    clean = [r["temperature"] for r in sensors.Plant(devices=1, seed=5, start_ts=0.0).readings(1000)]
     drifted = [
-        r["temperature"] for r in simulator.Plant(devices=1, seed=5, start_ts=0.0, drift=drift).readings(1000)
+        r["temperature"] for r in sensors.Plant(devices=1, seed=5, start_ts=0.0, drift=drift).readings(1000)
     ]
     shift = np.mean(drifted[600:]) - np.mean(clean[600:])  # same noise: the difference is the drift
-    assert shift == pytest.approx(1.0 / (1 - simulator.PHI), rel=0.01)
+    assert shift == pytest.approx(1.0 / (1 - sensors.PHI), rel=0.01)
 
 
 def test_same_seed_same_readings_other_seed_other_readings():
     def run(seed: int) -> list[dict]:
-        return simulator.Plant(devices=3, seed=seed, start_ts=1_700_000_000.0).readings(100)
+        return sensors.Plant(devices=3, seed=seed, start_ts=1_700_000_000.0).readings(100)
 
     assert run(1) == run(1)
     assert run(1) != run(2)
     # a device's stream does not depend on how many devices there are
-    two = simulator.Plant(devices=2, seed=1, start_ts=0.0).readings(50)
-    five = simulator.Plant(devices=5, seed=1, start_ts=0.0).readings(50)
+    two = sensors.Plant(devices=2, seed=1, start_ts=0.0).readings(50)
+    five = sensors.Plant(devices=5, seed=1, start_ts=0.0).readings(50)
     assert [r for r in two if r["device_id"] == "dev-02"] == [r for r in five if r["device_id"] == "dev-02"]
 
 
 def test_readings_are_interleaved_in_time_order_with_the_payload_fields():
-    plant = simulator.Plant(devices=3, rate=4.0, start_ts=100.0)
+    plant = sensors.Plant(devices=3, rate=4.0, start_ts=100.0)
     out = plant.readings(2)
     assert [r["device_id"] for r in out] == ["dev-01", "dev-02", "dev-03"] * 2
     assert [r["ts"] for r in out] == [100.0] * 3 + [100.25] * 3
@@ -99,7 +100,7 @@ def test_readings_are_interleaved_in_time_order_with_the_payload_fields():
 
 
 def test_inject_starts_a_drift_now_with_seconds_converted_to_steps():
-    plant = simulator.Plant(devices=1, rate=10.0, start_ts=0.0)
+    plant = sensors.Plant(devices=1, rate=10.0, start_ts=0.0)
     plant.readings(30)
     drift = plant.inject("gradual", size=2.0, ramp_seconds=6.0)
     assert (drift.kind, drift.start, drift.size, drift.ramp_steps) == ("gradual", 30, 2.0, 60)
@@ -109,10 +110,10 @@ def test_inject_starts_a_drift_now_with_seconds_converted_to_steps():
 
 
 def test_history_ends_before_the_start_and_leaves_the_plant_alone(tmp_path):
-    plant = simulator.Plant(devices=2, rate=5.0, seed=1, start_ts=1000.0)
-    path = simulator.write_history(plant, tmp_path / "h.csv", readings_per_device=50)
+    plant = sensors.Plant(devices=2, rate=5.0, seed=1, start_ts=1000.0)
+    path = sensors.write_history(plant, tmp_path / "h.csv", readings_per_device=50)
     assert plant.steps == 0
-    rows = simulator.read_replay(path.read_text().splitlines())
+    rows = sensors.read_replay(path.read_text().splitlines())
     assert len(rows) == 100
     assert rows[0]["ts"] == pytest.approx(990.0) and rows[-1]["ts"] < 1000.0
     assert path.read_text().splitlines()[0] == "device,ts,temperature,humidity"
@@ -120,9 +121,9 @@ def test_history_ends_before_the_start_and_leaves_the_plant_alone(tmp_path):
 
 
 def test_history_is_good_training_data_for_the_live_stream(tmp_path):
-    plant = simulator.Plant(devices=3, rate=5.0, seed=2, start_ts=0.0)
-    history = simulator.read_replay(
-        simulator.write_history(plant, tmp_path / "h.csv", readings_per_device=800).read_text().splitlines()
+    plant = sensors.Plant(devices=3, rate=5.0, seed=2, start_ts=0.0)
+    history = sensors.read_replay(
+        sensors.write_history(plant, tmp_path / "h.csv", readings_per_device=800).read_text().splitlines()
     )
     frame = _frame(history)
     model = Ridge(alpha=1e-3).fit(frame.x, frame.y)
@@ -130,7 +131,7 @@ def test_history_is_good_training_data_for_the_live_stream(tmp_path):
 
 
 def test_replay_parses_and_sorts_and_refuses_bad_files():
-    rows = simulator.read_replay(
+    rows = sensors.read_replay(
         ["device,ts,temperature,humidity,extra", "m7,20.5,21,44,1", "00042,3,20.5,,", "m7,3,19,40,2"]
     )
     assert rows == [
@@ -139,26 +140,26 @@ def test_replay_parses_and_sorts_and_refuses_bad_files():
         {"device_id": "m7", "ts": 20.5, "temperature": 21.0, "humidity": 44.0, "extra": 1.0},
     ]
     with pytest.raises(ValueError, match="device and ts"):
-        simulator.read_replay(["sensor,time", "a,1"])
+        sensors.read_replay(["sensor,time", "a,1"])
     with pytest.raises(ValueError, match="line 3"):
-        simulator.read_replay(["device,ts,temperature", "a,1,2", "a,2,warm"])
+        sensors.read_replay(["device,ts,temperature", "a,1,2", "a,2,warm"])
 
 
 def test_cli_flags_build_the_configured_drift():
-    args = simulator.parser().parse_args(
+    args = sensors.parser().parse_args(
         ["--devices", "4", "--rate", "10", "--drift", "seasonal", "--drift-at", "30", "--drift-size", "2"]
     )
-    plant = simulator._plant(args)
+    plant = sensors._plant(args)
     assert plant.devices == ["dev-01", "dev-02", "dev-03", "dev-04"]
-    assert plant.drift == simulator.Drift("seasonal", start=300, size=2.0, ramp_steps=600, period_steps=3000)
-    args = simulator.parser().parse_args(["--drift", "abrupt", "--drift-after-readings", "7"])
-    assert simulator._plant(args).drift.start == 7
+    assert plant.drift == sensors.Drift("seasonal", start=300, size=2.0, ramp_steps=600, period_steps=3000)
+    args = sensors.parser().parse_args(["--drift", "abrupt", "--drift-after-readings", "7"])
+    assert sensors._plant(args).drift.start == 7
 
 
 def test_cli_writes_history(tmp_path, capsys):
-    assert simulator.main(["--history", str(tmp_path / "h.csv"), "--count", "10", "--devices", "2"]) == 0
+    assert sensors.main(["--history", str(tmp_path / "h.csv"), "--count", "10", "--devices", "2"]) == 0
     assert len((tmp_path / "h.csv").read_text().splitlines()) == 21
 
 
 def test_docstring_examples():
-    assert doctest.testmod(simulator).failed == 0
+    assert doctest.testmod(sensors).failed == 0

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from edgemodel import rollback
+from edgemodel_operator import rollback
 from edgemodel_trainer import promotion, train
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgemodel import rollback
+from edgemodel_operator import rollback
 from edgemodel_trainer import promotion
 
 MARGIN = 0.02

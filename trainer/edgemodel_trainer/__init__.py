@@ -10,5 +10,5 @@ Modules, from the command line down:
 
 Features come from :mod:`edgemodel.features` and model storage from
 :mod:`edgemodel.registry`, shared with the runtime. The trainer never imports operator
-or runtime internals; the operator decides rollbacks with :mod:`edgemodel.rollback`.
+or runtime internals; the operator decides rollbacks with :mod:`edgemodel_operator.rollback`.
 """

@@ -24,7 +24,7 @@ from typing import Any
 
 import kubernetes
 
-from edgemodel.harness import processes
+from edgemodel_dev.harness import processes
 
 __all__ = ["complete_pod", "job_pod", "resolve_env", "run_job", "start_pod_process"]
 

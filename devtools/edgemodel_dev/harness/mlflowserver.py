@@ -13,14 +13,14 @@ import pathlib
 import sys
 import urllib.request
 
-from edgemodel.harness import processes
+from edgemodel_dev.harness import processes
 
 __all__ = ["MlflowServer"]
 
 
 class MlflowServer:
     def __init__(self, workdir: pathlib.Path) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()
         self.port = processes.free_port()
         self._process: processes.ManagedProcess | None = None
 

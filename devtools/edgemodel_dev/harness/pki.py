@@ -42,7 +42,7 @@ class Pki:
     """A throwaway CA and the certificates a local control plane needs, under ``folder``."""
 
     def __init__(self, folder: pathlib.Path) -> None:
-        self.folder = folder
+        self.folder = folder = folder.resolve()
         folder.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.UTC)
         self._ca_key = _key()

@@ -7,13 +7,27 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
+pytestmark = pytest.mark.packaging
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # `python -m` puts the current directory first on sys.path; so does this probe.
 PROBE = "import sys; sys.path.insert(0, ''); import operator; print(operator.__file__)"
 
 
 def test_the_cards_top_level_folders_exist():
-    for name in ("operator", "crds", "runtime", "trainer", "examples", "helm", "tests"):
+    for name in (
+        "operator",
+        "crds",
+        "runtime",
+        "trainer",
+        "simulator",
+        "devtools",
+        "examples",
+        "helm",
+        "tests",
+    ):
         assert (ROOT / name).is_dir(), name
     for name in ("Dockerfile", "pyproject.toml", "README.md"):
         assert (ROOT / name).is_file(), name

@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 
-from edgemodel.harness import pki, processes
+from edgemodel_dev.harness import pki, processes
 
 __all__ = ["Mosquitto"]
 
@@ -39,7 +39,7 @@ class Mosquitto:
         password: str = "edge-secret",  # noqa: S107 - a throwaway test broker
         tls: bool = False,
     ) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()
         self.username = username
         self.password = password
         self.host = "127.0.0.1"

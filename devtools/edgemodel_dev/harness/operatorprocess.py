@@ -22,7 +22,7 @@ from typing import Any, cast
 import kubernetes
 import yaml
 
-from edgemodel.harness import binaries, controlplane, processes
+from edgemodel_dev.harness import binaries, controlplane, processes
 
 __all__ = ["OperatorProcess", "grant_operator_rules"]
 
@@ -73,7 +73,7 @@ class OperatorProcess:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.plane = plane
-        self.workdir = workdir
+        self.workdir = workdir.resolve()
         self.identity = identity
         self.namespace = namespace
         self.metrics_port = processes.free_port()

@@ -4,7 +4,7 @@ It runs etcd, kube-apiserver (RBAC on, client-certificate authentication, servic
 account tokens), kube-controller-manager, kube-scheduler and kwok, and registers fake
 edge nodes that kwok keeps Ready. Deployments then get ReplicaSets and Pods, Pods are
 scheduled and marked Running, Jobs get Pods, and ownerReference garbage collection works.
-Nothing runs inside the Pods: see :mod:`edgemodel.harness.pods` for running the program
+Nothing runs inside the Pods: see :mod:`edgemodel_dev.harness.pods` for running the program
 a Pod stands for as a local process.
 
 I/O: processes, files and the Kubernetes API.
@@ -24,7 +24,7 @@ from typing import Any, cast
 import kubernetes
 import yaml
 
-from edgemodel.harness import binaries, pki, processes
+from edgemodel_dev.harness import binaries, pki, processes
 
 __all__ = ["EDGE_NODE_LABELS", "ControlPlane"]
 
@@ -56,7 +56,7 @@ class ControlPlane:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok, under ``workdir``."""
 
     def __init__(self, workdir: pathlib.Path, *, nodes: int = 1) -> None:
-        self.workdir = workdir
+        self.workdir = workdir = workdir.resolve()  # the kubeconfig holds absolute paths
         self.node_count = nodes
         self.etcd_port = processes.free_port()
         self.api_port = processes.free_port()

@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytestmark = pytest.mark.packaging
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -217,6 +219,22 @@ def test_builder_copies_every_package_folder():
     }
     copied = {exec_form(i.args)[0] for i in STAGES[0].instructions if i.keyword == "COPY"}
     assert roots <= copied, roots - copied
+
+
+def test_the_image_cannot_carry_the_development_tools():
+    copied = {
+        word
+        for i in STAGES[0].instructions
+        if i.keyword in ("COPY", "ADD")
+        for word in exec_form(i.args)[:-1]
+        if not word.startswith("--")
+    }
+    assert not {c for c in copied if c in (".", "./", "devtools") or c.startswith("devtools/")}, copied
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip()]
+    patterns = [p for p in patterns if not p.startswith("#")]
+    for dev in ("devtools/pyproject.toml", "devtools/edgemodel_dev/harness/controlplane.py",
+                "devtools/edgemodel_dev/demo.py", "devtools/edgemodel_dev/testing.py"):  # fmt: skip
+        assert _ignored(dev, patterns), dev
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:

@@ -6,7 +6,7 @@ What runs, all as real processes on 127.0.0.1:
 - Mosquitto and an MLflow tracking server;
 - ``edgemodel-operator``, under its own RBAC rules;
 - the runtime and the trainer, as local processes standing in for the Pods and Jobs the
-  operator created (kwok marks those Pods Running; :mod:`edgemodel.harness.pods` runs
+  operator created (kwok marks those Pods Running; :mod:`edgemodel_dev.harness.pods` runs
   their programs with their configuration and records Job outcomes on the Pods);
 - the sensor simulator, which injects drift.
 
@@ -33,8 +33,8 @@ import kubernetes
 import yaml
 from mlflow import tracking as mlflow_tracking
 
-from edgemodel import api, contracts, simulator
-from edgemodel.harness import (
+from edgemodel import api, contracts
+from edgemodel_dev.harness import (
     binaries,
     controlplane,
     mlflowserver,
@@ -43,6 +43,7 @@ from edgemodel.harness import (
     pods,
     processes,
 )
+from edgemodel_simulator import sensors
 
 __all__ = ["Timeline", "main", "run"]
 
@@ -244,6 +245,7 @@ def run(
     say: Callable[[str], None] = print,
 ) -> Timeline:
     """Run the loop once and return its timeline; everything started is stopped unless ``keep``."""
+    workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -267,8 +269,8 @@ def run(
                 },
             ),
         )
-        plant = simulator.Plant(devices=DEVICES, seed=7)
-        history = simulator.write_history(plant, workdir / "history.csv", readings_per_device=400)
+        plant = sensors.Plant(devices=DEVICES, seed=7)
+        history = sensors.write_history(plant, workdir / "history.csv", readings_per_device=400)
         manifest = _edgemodel(broker, mlflow.uri, history)
         (workdir / "edgemodel.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         plane.kubectl("apply", "-f", str(workdir / "edgemodel.yaml"))
@@ -311,7 +313,7 @@ def run(
             f"Runtime running as Pod {pod} (its own ServiceAccount: may patch only this EdgeModel's status)"
         )
 
-        publisher = simulator.Publisher(
+        publisher = sensors.Publisher(
             plant,
             host="127.0.0.1",
             port=broker.port,
