@@ -275,24 +275,30 @@ build_broker() {  # archive
 build_pip_conf() {  # out-dir
   local dir="$1"
   mkdir -p "$dir"
-  local ca="" line k v
-  {
-    echo "[global]"
-    while IFS= read -r line; do
-      k="${line%%=*}"; v="${line#*=}"; v="${v#\'}"; v="${v%\'}"
-      k="${k##*.}"
-      case "$k" in
-        cert) ca="$v"; echo "cert = /run/edgemodel-build/ca.crt" ;;
-        find-links) [[ -n "$(ls -A "$v" 2>/dev/null)" ]] && log "  note: pip find-links $v is not mounted; ignored" ;;
-        *) echo "$k = $v" ;;
-      esac
-    done < <(pip config list 2>/dev/null | sort -u)
-  } > "$dir/pip.conf"
-  if [[ -z "$ca" ]]; then
-    ca=$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().cafile or "")')
-    [[ -n "$ca" ]] && echo "cert = /run/edgemodel-build/ca.crt" >> "$dir/pip.conf"
-  fi
-  [[ -n "$ca" && -f "$ca" ]] && cp "$ca" "$dir/ca.crt" || : > "$dir/ca.crt"
+  python3 - "$dir" <<'PY'
+import os, shutil, ssl, subprocess, sys
+out = sys.argv[1]
+# `pip config list` shows every setting pip would use here: its config files and PIP_* variables
+# (as ":env:.name"). Variables win over files, as in pip.
+proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+if proc.returncode != 0:
+    proc = subprocess.run(["pip", "config", "list"], capture_output=True, text=True)
+settings = {}
+for line in sorted(proc.stdout.splitlines(), key=lambda l: l.startswith(":env:")):
+    key, _, value = line.partition("=")
+    settings[key.rsplit(".", 1)[-1]] = value.strip().strip("'\"")
+ca = settings.pop("cert", "") or ssl.get_default_verify_paths().cafile or ""
+links = settings.pop("find-links", "")
+if links and os.path.isdir(links) and os.listdir(links):
+    print(f"[images]   note: pip find-links {links} is not mounted into the build; ignored", file=sys.stderr)
+lines = ["[global]"] + [f"{k} = {v}" for k, v in sorted(settings.items())]
+if ca and os.path.isfile(ca):
+    shutil.copyfile(ca, os.path.join(out, "ca.crt"))
+    lines.append("cert = /run/edgemodel-build/ca.crt")
+else:
+    open(os.path.join(out, "ca.crt"), "w").close()
+open(os.path.join(out, "pip.conf"), "w").write("\n".join(lines) + "\n")
+PY
 }
 
 build_project() {  # archive
@@ -393,6 +399,10 @@ cmd_build() {
   for entry in "${IMAGES[@]}"; do
     read -r short image keyf builder <<<"$entry"
     i=$((i + 1))
+    if [[ "$keyf" == coredns || "$keyf" == metrics-server ]] && [[ ! -x "$(node_bin)/$keyf" ]]; then
+      log "$i/${#IMAGES[@]} $image: SKIPPED, $(node_bin)/$keyf is missing (run hack/node-tools.sh)"
+      continue
+    fi
     key=$(key_of "$keyf")
     out=$(archive "$short" "$key")
     if [[ -f "$out" ]]; then
