@@ -29,6 +29,7 @@ __all__ = [
     "VERSION",
     "BrokerSpec",
     "Condition",
+    "DetectorName",
     "DriftSpec",
     "DriftStatus",
     "EdgeModelSpec",
@@ -59,6 +60,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 ALGORITHMS = ("ridge", "random_forest", "gradient_boosting")
 Algorithm = Literal["ridge", "random_forest", "gradient_boosting"]
+DetectorName = Literal["page_hinkley", "adwin", "none"]
+"""The change detectors on the error stream (the runtime's ``edgemodel_runtime.drift``)."""
 
 # An MQTT topic filter: levels split by '/', '+' only as a whole level, '#' only as the
 # whole last level. Empty levels are legal MQTT. The same expression is used by the CEL
@@ -238,7 +241,7 @@ class DriftSpec(_Model):
         ),
     ] = 100
     detector: Annotated[
-        Literal["page_hinkley", "adwin", "none"],
+        DetectorName,
         Field(
             description="Statistical change detector on the error stream, run beside the "
             "rolling-RMSE rule to catch drift earlier."

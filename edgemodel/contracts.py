@@ -24,8 +24,10 @@ Runtime -> trainer (the training window)
     with enough readings after the change.
 
 Operator -> trainer
-    :class:`TrainerConfig`, rendered into the Job's command line by
-    :meth:`TrainerConfig.to_argv`; the trainer parses the same flags.
+    :class:`TrainerConfig` (``edgemodel-trainer train``) and :class:`RollbackConfig`
+    (``edgemodel-trainer rollback``), rendered into the Job's command line by their
+    :meth:`~Command.to_argv`. The flags are generated from the model fields, and the
+    trainer parses them back with :meth:`~Command.from_flags`: one definition of each.
 
 Trainer -> operator
     A :class:`TrainingResult` as JSON in the container's termination message
@@ -46,7 +48,8 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self
 
 import pydantic
 from pydantic.alias_generators import to_camel
@@ -57,7 +60,9 @@ __all__ = [
     "WINDOW_ARTIFACT",
     "WINDOW_FRESH_METRIC",
     "WINDOW_TAGS",
+    "Command",
     "ExitCode",
+    "RollbackConfig",
     "RuntimeConfig",
     "TrainerConfig",
     "TrainingResult",
@@ -109,7 +114,9 @@ class ExitCode(enum.IntEnum):
 
 
 class _Contract(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_attribute_docstrings=True
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
@@ -130,7 +137,7 @@ class RuntimeConfig(_Contract):
     output_topic: str = "edgemodel/predictions/{device}"
     drift_threshold: float
     drift_window: int = 100
-    drift_detector: Literal["page_hinkley", "adwin", "none"] = "page_hinkley"
+    drift_detector: api.DetectorName = "page_hinkley"
     broker_host: str = "127.0.0.1"
     broker_port: int = 1883
     broker_tls: bool = False
@@ -145,61 +152,113 @@ class RuntimeConfig(_Contract):
     training_window: int = 2000
 
 
-class TrainerConfig(_Contract):
-    """The trainer's inputs, as the operator renders them into a Job."""
+class Command(_Contract):
+    """A trainer subcommand whose flags are generated from the model's fields.
+
+    Each field ``some_name`` is the flag ``--some-name`` (or the field's ``flag`` in
+    ``json_schema_extra``); lists are comma-separated; ``None`` values are left out.
+    :meth:`to_argv` renders the command line and :meth:`from_flags` reads it back, so the
+    operator and the trainer share one definition.
+    """
+
+    COMMAND: ClassVar[str]
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """Field name -> command-line flag."""
+        out = {}
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            out[name] = str(extra.get("flag") or "--" + name.replace("_", "-"))
+        return out
+
+    def to_argv(self) -> list[str]:
+        """``edgemodel-trainer <COMMAND>`` arguments."""
+        argv = [self.COMMAND]
+        for name, flag in self.flags().items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            argv += [flag, _flag_text(value)]
+        return argv
+
+    @classmethod
+    def from_flags(cls, values: Mapping[str, Any]) -> Self:
+        """The command from parsed flag values by field name (strings as on the command line).
+
+        Missing or ``None`` values take the model's defaults; raises
+        :class:`pydantic.ValidationError` naming the field when a value is out of range.
+        """
+        return cls.model_validate(
+            {k: v for k, v in values.items() if k in cls.model_fields and v is not None}
+        )
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class TrainerConfig(Command):
+    """The trainer's inputs, as the operator renders them into a Job (``edgemodel-trainer train``)."""
+
+    COMMAND: ClassVar[str] = "train"
 
     model_name: str
+    """MLflow registered model name."""
     tracking_uri: str
+    """MLflow tracking server URI."""
     algorithm: api.Algorithm = "ridge"
+    """The scikit-learn estimator to train."""
     features: list[str]
+    """Comma-separated input fields."""
     target: str
-    horizon: int = 1
-    lags: int = 3
+    """The field to predict."""
+    horizon: int = pydantic.Field(1, ge=1)
+    """Readings ahead to predict."""
+    lags: int = pydantic.Field(3, ge=0)
+    """Past target values used as inputs."""
     alias: str = "champion"
-    promotion_margin: float = 0.02
-    training_window: int = 2000
+    """The alias that serves."""
+    promotion_margin: float = pydantic.Field(0.02, ge=0.0, lt=1.0)
+    """Relative RMSE improvement a challenger needs over the champion, in [0, 1)."""
+    training_window: int = pydantic.Field(2000, ge=1)
+    """Most recent readings used."""
     data: str | None = None
     """A CSV or Parquet file; when None, the newest training windows in MLflow."""
     edgemodel: str | None = None
+    """``<namespace>/<name>`` whose training windows to read."""
     window_since: float | None = None
     """Only training windows uploaded at or after this time (epoch seconds) are used."""
-    window_wait_seconds: float = 0.0
+    window_wait_seconds: float = pydantic.Field(0.0, ge=0.0, json_schema_extra={"flag": "--window-wait"})
     """How long to wait for such a window to appear before failing."""
 
-    def to_argv(self) -> list[str]:
-        """``edgemodel-trainer train`` arguments."""
-        argv = [
-            "train",
-            "--model-name",
-            self.model_name,
-            "--tracking-uri",
-            self.tracking_uri,
-            "--algorithm",
-            self.algorithm,
-            "--features",
-            ",".join(self.features),
-            "--target",
-            self.target,
-            "--horizon",
-            str(self.horizon),
-            "--lags",
-            str(self.lags),
-            "--alias",
-            self.alias,
-            "--promotion-margin",
-            repr(self.promotion_margin),
-            "--training-window",
-            str(self.training_window),
-        ]
-        if self.data is not None:
-            argv += ["--data", self.data]
-        if self.edgemodel is not None:
-            argv += ["--edgemodel", self.edgemodel]
-        if self.window_since is not None:
-            argv += ["--window-since", repr(float(self.window_since))]
-        if self.window_wait_seconds:
-            argv += ["--window-wait", repr(float(self.window_wait_seconds))]
-        return argv
+    @pydantic.field_validator("features", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [f.strip() for f in value.split(",") if f.strip()]
+        return value
+
+
+class RollbackConfig(Command):
+    """A rollback Job's inputs (``edgemodel-trainer rollback``): point the alias back."""
+
+    COMMAND: ClassVar[str] = "rollback"
+
+    model_name: str
+    """MLflow registered model name."""
+    tracking_uri: str
+    """MLflow tracking server URI."""
+    alias: str = "champion"
+    """The alias that serves."""
+    to_version: str
+    """The version to serve again."""
+    reason: str = "RolledBack"
+    """Recorded on the version left behind."""
 
 
 Outcome = Literal["Promoted", "Rejected", "RolledBack", "Failed"]

@@ -20,9 +20,11 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
+
+from edgemodel import api
 
 __all__ = [
     "ADWIN",
@@ -35,7 +37,8 @@ __all__ = [
     "population_stability_index",
 ]
 
-DetectorName = Literal["page_hinkley", "adwin", "none"]
+DetectorName = api.DetectorName
+"""The detector names, defined once in :mod:`edgemodel.api`."""
 
 
 class Detector(Protocol):

@@ -31,15 +31,19 @@ def parse(argv: list[str]) -> contracts.TrainerConfig:
     window=st.integers(1, 100_000),
     data=st.none() | st.just("/data/window.parquet"),
     edgemodel=st.none() | st.just("ns/name"),
+    since=st.none() | st.floats(0, 2e9),
+    wait=st.floats(0, 600),
 )
 def test_train_flags_round_trip_through_to_argv(
     model_name: str, algorithm: api.Algorithm, features: list[str], target: str, horizon: int,
     lags: int, alias: str, margin: float, window: int, data: str | None, edgemodel: str | None,
+    since: float | None, wait: float,
 ) -> None:  # fmt: skip
     config = contracts.TrainerConfig(
         model_name=model_name, tracking_uri="http://mlflow:5000", algorithm=algorithm,
         features=features, target=target, horizon=horizon, lags=lags, alias=alias,
         promotion_margin=margin, training_window=window, data=data, edgemodel=edgemodel,
+        window_since=since, window_wait_seconds=wait,
     )  # fmt: skip
     argv = config.to_argv()
     assert argv[0] == "train"
@@ -59,7 +63,27 @@ def test_rollback_flags() -> None:
     args = main.build_parser().parse_args(
         ["rollback", "--model-name", "m", "--tracking-uri", "u", "--alias", "prod", "--to-version", "3"]
     )
-    assert (args.command, args.alias, args.to_version, args.reason) == ("rollback", "prod", "3", "RolledBack")
+    config = main.parse_rollback(args)
+    assert args.command == "rollback"
+    assert (config.alias, config.to_version, config.reason) == ("prod", "3", "RolledBack")
+
+
+def test_rollback_flags_round_trip_through_to_argv() -> None:
+    config = contracts.RollbackConfig(
+        model_name="m", tracking_uri="u", alias="prod", to_version="3", reason="Bad"
+    )
+    argv = config.to_argv()
+    assert argv[0] == "rollback"
+    assert main.parse_rollback(main.build_parser().parse_args(argv)) == config
+
+
+def test_the_flags_are_the_contracts_fields() -> None:
+    for command in (contracts.TrainerConfig, contracts.RollbackConfig):
+        parser = main.build_parser()
+        sub = parser._subparsers._group_actions[0].choices[command.COMMAND]  # type: ignore[union-attr]
+        dests = {a.dest for a in sub._actions} - {"help", "termination_log"}
+        assert dests == set(command.model_fields), command
+    assert contracts.TrainerConfig.flags()["window_wait_seconds"] == "--window-wait"
 
 
 @pytest.mark.parametrize(

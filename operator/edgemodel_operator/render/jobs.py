@@ -118,19 +118,12 @@ def job(
     """One Job. ``number`` makes the name; ``reason`` is recorded as an annotation."""
     if kind == "rollback":
         assert rollback_to is not None
-        args = [
-            "rollback",
-            "--model-name",
-            em.model_name,
-            "--tracking-uri",
-            inference.tracking_uri(em, settings) or "",
-            "--alias",
-            em.spec.model.alias,
-            "--to-version",
-            rollback_to,
-            "--reason",
-            "RolledBack",
-        ]
+        args = contracts.RollbackConfig(
+            model_name=em.model_name,
+            tracking_uri=inference.tracking_uri(em, settings) or "",
+            alias=em.spec.model.alias,
+            to_version=rollback_to,
+        ).to_argv()
     else:
         args = trainer_config(em, settings, kind=kind, window_since=window_since).to_argv()
     meta = common.metadata(em, names.job(em.name, kind, number), COMPONENT)
