@@ -23,10 +23,11 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edgemodel_runtime import mqtt
 
 __all__ = ["main", "payload"]
 
@@ -43,11 +44,7 @@ def payload(device: int, step: int, ts: float, rng: random.Random) -> bytes:
 
 
 def _client(args: argparse.Namespace) -> paho.Client:
-    c = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=paho.MQTTv5
-    )
-    c.username_pw_set(args.username, args.password)
-    return c
+    return mqtt.client(args.client_id, username=args.username, password=args.password)
 
 
 def _connect(c: paho.Client, args: argparse.Namespace, *, persistent: bool) -> None:

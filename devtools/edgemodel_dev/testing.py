@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 from sklearn.linear_model import Ridge
 
 from edgemodel import contracts, features, registry
-from edgemodel_runtime import config
+from edgemodel_runtime import config, mqtt
 
 __all__ = [
     "Collector",
@@ -151,13 +150,7 @@ def settings(
 
 
 def _client(client_id: str, username: str | None, password: str | None) -> paho.Client:
-    c = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
-    )
-    if username is not None:
-        c.username_pw_set(username, password)
-    c.reconnect_delay_set(1, 2)
-    return c
+    return mqtt.client(client_id, username=username, password=password, reconnect_delay=(1, 2))
 
 
 def _connect(c: paho.Client, host: str, port: int) -> None:

@@ -13,7 +13,7 @@ import datetime
 import logging
 from typing import Any
 
-from edgemodel_operator import kube
+from edgemodel_operator import kube, observe
 
 __all__ = ["LeaderElector"]
 
@@ -26,12 +26,6 @@ def _now() -> datetime.datetime:
 
 def _fmt(ts: datetime.datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(ts: str | None) -> datetime.datetime | None:
-    if not ts:
-        return None
-    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 class LeaderElector:
@@ -79,14 +73,14 @@ class LeaderElector:
             else:
                 spec = lease.get("spec") or {}
                 holder = spec.get("holderIdentity")
-                renewed = _parse(spec.get("renewTime"))
+                renewed = observe.parse_time(spec.get("renewTime"))
                 duration = datetime.timedelta(seconds=float(spec.get("leaseDurationSeconds") or 15))
                 expired = renewed is None or now > renewed + duration
                 if holder != self.identity and not expired:
                     self._leading_until = None
                     return False
                 transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
-                acquire = _parse(spec.get("acquireTime")) if holder == self.identity else now
+                acquire = observe.parse_time(spec.get("acquireTime")) if holder == self.identity else now
                 lease["spec"] = self._spec(now, transitions, acquire or now)
                 self._kube.replace("Lease", self.namespace, self.name, lease)
         except kube.ApiException as exc:

@@ -20,6 +20,7 @@ __all__ = ["Deployment", "JobInfo", "child_fingerprint", "deployment", "job_info
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
+    """A Kubernetes timestamp (RFC 3339, ``Z`` for UTC) as an aware datetime; None when absent."""
     if not value:
         return None
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -37,7 +37,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -48,7 +48,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["BufferedClient", "Connection"]
+__all__ = ["BufferedClient", "Connection", "client"]
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,40 @@ class BufferedClient(paho.Client):
         del self._wbuf[:sent]
 
 
+def client(
+    client_id: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    tls: bool = False,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    reconnect_delay: tuple[int, int] = (1, 30),
+    manual_ack: bool = False,
+    kind: type[paho.Client] = paho.Client,
+) -> paho.Client:
+    """A paho client as every EdgeModel program builds it: MQTT 5, callback API 2, optional TLS.
+
+    The one factory used by the runtime, the simulator, the test helpers and the benchmarks.
+    ``kind`` is the client class (:class:`BufferedClient` for the runtime); credentials are
+    set when ``username`` is given; paho reconnects with backoff between ``reconnect_delay``
+    seconds. It does not connect: callers connect as their session needs.
+    """
+    c = kind(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if username is not None:
+        c.username_pw_set(username, password)
+    if tls:
+        c.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    c.reconnect_delay_set(min_delay=reconnect_delay[0], max_delay=reconnect_delay[1])
+    return c
+
+
 class Connection:
     """One MQTT client subscribed to ``topics`` at QoS 1, publishing at ``output_qos``."""
 
@@ -249,23 +283,18 @@ class Connection:
         self._output_connected = threading.Event()
 
         def make(name: str, *, manual_ack: bool) -> BufferedClient:
-            c = BufferedClient(
-                callback_api_version=CallbackAPIVersion.VERSION2,
-                client_id=name,
-                protocol=paho.MQTTv5,
+            made = client(
+                name,
+                username=username,
+                password=password,
+                tls=tls,
+                ca_file=ca_file,
+                cert_file=cert_file,
+                key_file=key_file,
                 manual_ack=manual_ack,
+                kind=BufferedClient,
             )
-            if username is not None:
-                c.username_pw_set(username, password)
-            if tls:
-                c.tls_set(
-                    ca_certs=ca_file,
-                    certfile=cert_file,
-                    keyfile=key_file,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            c.reconnect_delay_set(min_delay=1, max_delay=30)
-            return c
+            return cast(BufferedClient, made)
 
         self.client = make(client_id, manual_ack=True)
         self.client.hold_reads = self._hold_reads

@@ -43,7 +43,6 @@ import math
 import pathlib
 import queue
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -52,7 +51,8 @@ from typing import Any, Literal
 
 import numpy as np
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+
+from edgemodel_runtime import mqtt
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -338,15 +338,15 @@ def _client(
     ca_file: str | None,
     client_id: str,
 ) -> paho.Client:
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+    client = mqtt.client(
+        client_id,
+        username=username or None,
+        password=password,
+        tls=tls,
+        ca_file=ca_file,
+        reconnect_delay=(1, 10),
     )
-    if username:
-        client.username_pw_set(username, password)
-    if tls:
-        client.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     client.max_inflight_messages_set(100)
-    client.reconnect_delay_set(1, 10)
     client.connect_async(host, port)
     return client
 

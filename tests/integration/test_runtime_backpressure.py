@@ -13,7 +13,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edgemodel_dev import testing
 from edgemodel_runtime import app, mqtt
@@ -32,10 +31,7 @@ class RawCollector:
         self.payloads: list[bytes] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
-        )
-        self.client.username_pw_set(broker.username, broker.password)
+        self.client = mqtt.client(client_id, username=broker.username, password=broker.password)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: subscribed.set()
