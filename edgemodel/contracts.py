@@ -127,29 +127,29 @@ class RuntimeConfig(_Contract):
 
     edgemodel: str | None = None
     """``<namespace>/<name>`` of the EdgeModel to report to; None when standalone."""
-    topics: list[str]
+    topics: list[str] = pydantic.Field(min_length=1)
     features: list[str]
     target: str
-    horizon: int = 1
-    lags: int = 3
+    horizon: int = pydantic.Field(default=1, ge=1)
+    lags: int = pydantic.Field(default=3, ge=0)
     device_field: str | None = None
     timestamp_field: str = "ts"
     output_topic: str = "edgemodel/predictions/{device}"
-    drift_threshold: float
-    drift_window: int = 100
+    drift_threshold: float = pydantic.Field(gt=0)
+    drift_window: int = pydantic.Field(default=100, ge=1)
     drift_detector: api.DetectorName = "page_hinkley"
     broker_host: str = "127.0.0.1"
-    broker_port: int = 1883
+    broker_port: int = pydantic.Field(default=1883, ge=1, le=65535)
     broker_tls: bool = False
     mlflow_tracking_uri: str | None = None
     model_name: str
     model_alias: str = "champion"
-    batch_max_size: int = 256
-    batch_max_delay_ms: int = 5
-    http_port: int = 8080
-    report_interval_seconds: float = 5.0
-    model_poll_seconds: float = 5.0
-    training_window: int = 2000
+    batch_max_size: int = pydantic.Field(default=256, ge=1)
+    batch_max_delay_ms: int = pydantic.Field(default=5, ge=0)
+    http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
+    report_interval_seconds: float = pydantic.Field(default=5.0, gt=0)
+    model_poll_seconds: float = pydantic.Field(default=5.0, gt=0)
+    training_window: int = pydantic.Field(default=2000, ge=1)
 
 
 class Command(_Contract):
@@ -217,15 +217,15 @@ class TrainerConfig(Command):
     """Comma-separated input fields."""
     target: str
     """The field to predict."""
-    horizon: int = pydantic.Field(1, ge=1)
+    horizon: int = pydantic.Field(default=1, ge=1)
     """Readings ahead to predict."""
-    lags: int = pydantic.Field(3, ge=0)
+    lags: int = pydantic.Field(default=3, ge=0)
     """Past target values used as inputs."""
     alias: str = "champion"
     """The alias that serves."""
-    promotion_margin: float = pydantic.Field(0.02, ge=0.0, lt=1.0)
+    promotion_margin: float = pydantic.Field(default=0.02, ge=0.0, lt=1.0)
     """Relative RMSE improvement a challenger needs over the champion, in [0, 1)."""
-    training_window: int = pydantic.Field(2000, ge=1)
+    training_window: int = pydantic.Field(default=2000, ge=1)
     """Most recent readings used."""
     data: str | None = None
     """A CSV or Parquet file; when None, the newest training windows in MLflow."""
@@ -233,7 +233,9 @@ class TrainerConfig(Command):
     """``<namespace>/<name>`` whose training windows to read."""
     window_since: float | None = None
     """Only training windows uploaded at or after this time (epoch seconds) are used."""
-    window_wait_seconds: float = pydantic.Field(0.0, ge=0.0, json_schema_extra={"flag": "--window-wait"})
+    window_wait_seconds: float = pydantic.Field(
+        default=0.0, ge=0.0, json_schema_extra={"flag": "--window-wait"}
+    )
     """How long to wait for such a window to appear before failing."""
 
     @pydantic.field_validator("features", mode="before")

@@ -1,10 +1,12 @@
-"""Settings of one runtime process, merged from a file, the environment and flags.
+"""Settings of one runtime process, from flags, the environment and a file, on pydantic-settings.
 
-Precedence, lowest first: defaults, the JSON config file (``--config`` or
-``EDGEMODEL_RUNTIME_CONFIG``; the operator's :class:`edgemodel.contracts.RuntimeConfig`),
-``EDGEMODEL_<FIELD>`` environment variables, then command-line flags. Keys may be
-camelCase (as the operator writes them) or snake_case. Lists (``topics``, ``features``)
-are comma-separated in the environment and on the command line.
+Precedence, highest first (:mod:`edgemodel.settingsources`): command-line flags,
+``EDGEMODEL_<FIELD>`` environment variables (an empty one counts as unset), the JSON or
+YAML config file (``--config`` or ``EDGEMODEL_RUNTIME_CONFIG``; the operator's
+:class:`edgemodel.contracts.RuntimeConfig`), then the defaults. File keys may be camelCase
+(as the operator writes them) or snake_case. Lists (``topics``, ``features``) are
+comma-separated in the environment and on the command line. The ranges are stated by the
+models (``Field(gt=0)``...); a bad setting raises :class:`ConfigError` naming it.
 
 Settings the operator does not render (:class:`Options`: partitioning, HTTP bind
 address, TLS files, ...) are read the same way. Secrets and identity come only from the
@@ -17,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import pathlib
 from collections.abc import Mapping
-from typing import Any
 
 import pydantic
-from pydantic.alias_generators import to_camel, to_snake
+from pydantic.alias_generators import to_camel
 
-from edgemodel import contracts, features
+from edgemodel import contracts, features, settingsources
 from edgemodel_runtime import partition, payloads
 from edgemodel_runtime.partition import Mode as PartitionMode
 
@@ -33,10 +32,10 @@ __all__ = ["ENV_CONFIG", "ConfigError", "Options", "Settings", "add_arguments", 
 
 ENV_CONFIG = "EDGEMODEL_RUNTIME_CONFIG"
 ENV_PREFIX = "EDGEMODEL_"
-_LIST_FIELDS = {"topics", "features"}
+_LIST_FIELDS = frozenset({"topics", "features"})
 
 
-class ConfigError(ValueError):
+class ConfigError(settingsources.SettingsError):
     """The settings are incomplete or invalid; the message says which and why."""
 
 
@@ -173,47 +172,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=name, default=None, metavar="VALUE", help=f"{name}{hint}")
 
 
-def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = to_snake(key)
-        if name in _LIST_FIELDS and isinstance(value, str):
-            out[name] = [part.strip() for part in value.split(",") if part.strip()]
-        else:
-            out[name] = value
-    return out
-
-
-def _read_file(path: str) -> dict[str, Any]:
-    try:
-        raw = json.loads(pathlib.Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"config file {path} is not JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object")
-    return raw
-
-
 def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Merge file, environment and flags into :class:`Settings`; :class:`ConfigError` if invalid."""
+    """:class:`Settings` from flags > environment > file > defaults; :class:`ConfigError` if invalid."""
     env = {} if env is None else env
-    merged: dict[str, Any] = {}
-    path = getattr(args, "config", None) or env.get(ENV_CONFIG)
-    if path:
-        merged.update(_normalise(_read_file(path)))
-    names = _field_names()
-    merged.update(
-        _normalise({n: env[ENV_PREFIX + n.upper()] for n in names if ENV_PREFIX + n.upper() in env})
-    )
-    if args is not None:
-        merged.update(_normalise({n: getattr(args, n) for n in names if getattr(args, n, None) is not None}))
+    flags = {} if args is None else {k: v for k, v in vars(args).items() if k != "config"}
+    path = getattr(args, "config", None) or env.get(ENV_CONFIG) or None
+    try:
+        merged = settingsources.merged(
+            _field_names(), list_fields=_LIST_FIELDS, flags=flags, env=env, file=path
+        )
+    except settingsources.SettingsError as exc:
+        raise ConfigError(str(exc)) from exc
     try:
         config = contracts.RuntimeConfig.model_validate(merged)
         options = Options.model_validate(merged)
     except pydantic.ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(settingsources.describe(exc, ENV_PREFIX)) from exc
     settings = Settings(
         config=config,
         options=options,
@@ -227,20 +201,11 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
 
 
 def validate(settings: Settings) -> None:
-    """Checks across fields that pydantic's per-field rules do not cover."""
-    c = settings.config
+    """Checks across fields that the models' per-field ranges do not cover."""
     try:
-        settings.spec  # noqa: B018 - validates features, horizon and lags
+        settings.spec  # noqa: B018 - validates the features against the target
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if not c.topics:
-        raise ConfigError("topics must not be empty")
-    if c.drift_threshold <= 0:
-        raise ConfigError("driftThreshold must be positive")
-    if c.drift_window < 1 or c.training_window < 1 or c.batch_max_size < 1:
-        raise ConfigError("driftWindow, trainingWindow and batchMaxSize must be at least 1")
-    if c.batch_max_delay_ms < 0 or c.report_interval_seconds <= 0 or c.model_poll_seconds <= 0:
-        raise ConfigError("delays and intervals must be positive")
     try:
         settings.partition  # noqa: B018
     except ValueError as exc:

@@ -73,7 +73,7 @@ def test_standalone_from_flags_only():
     ("argv", "message"),
     [
         ([], "topics"),
-        (["--topics", "t", "--features", "a", "--target", "a", "--model-name", "m"], "driftThreshold"),
+        (["--topics", "t", "--features", "a", "--target", "a", "--model-name", "m"], "drift_threshold"),
         (
             [
                 "--topics",
@@ -145,3 +145,48 @@ def test_cli_refuses_bad_config_with_exit_code_2(capsys):
         root.handlers[:] = handlers
         root.setLevel(level)
     assert "Refused the configuration" in capsys.readouterr().err
+
+
+STANDALONE = [
+    "--topics",
+    "t",
+    "--features",
+    "a",
+    "--target",
+    "a",
+    "--model-name",
+    "m",
+    "--drift-threshold",
+    "1",
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (
+            ["--drift-threshold", "0"],
+            {},
+            "setting drift_threshold (EDGEMODEL_DRIFT_THRESHOLD, --drift-threshold)",
+        ),
+        ([], {"EDGEMODEL_BATCH_MAX_SIZE": "0"}, "setting batch_max_size (EDGEMODEL_BATCH_MAX_SIZE"),
+        ([], {"EDGEMODEL_REPORT_INTERVAL_SECONDS": "-1"}, "setting report_interval_seconds"),
+        (
+            ["--queue-capacity", "0"],
+            {},
+            "setting queue_capacity (EDGEMODEL_QUEUE_CAPACITY, --queue-capacity)",
+        ),
+        (["--broker-port", "70000"], {}, "setting broker_port"),
+    ],
+)
+def test_a_value_out_of_range_fails_naming_the_setting(argv, env, named):
+    with pytest.raises(config.ConfigError) as err:
+        load([*STANDALONE, *argv], env)
+    assert named in str(err.value)
+
+
+def test_an_empty_variable_counts_as_unset_and_yaml_files_are_read(tmp_path):
+    path = tmp_path / "runtime.yaml"
+    path.write_text("topics: [a/+]\nfeatures: [a]\ntarget: a\nmodelName: m\ndriftThreshold: 2\nhttpPort: 9\n")
+    s = load(["--config", str(path)], {"EDGEMODEL_HTTP_PORT": "", "EDGEMODEL_DRIFT_THRESHOLD": "3"})
+    assert (s.config.http_port, s.config.drift_threshold, s.config.topics) == (9, 3.0, ["a/+"])
