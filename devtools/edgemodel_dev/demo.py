@@ -315,10 +315,7 @@ def run(
 
         publisher = sensors.Publisher(
             plant,
-            host="127.0.0.1",
-            port=broker.port,
-            username=broker.username,
-            password=broker.password,
+            broker=sensors.Broker("127.0.0.1", broker.port, broker.username, broker.password),
             topic_template="plant/line1/{device}/telemetry",
             rate=RATE,
         )

@@ -57,6 +57,7 @@ from edgemodel_runtime import mqtt
 __all__ = [
     "CONTROL_TOPIC",
     "DRIFT_KINDS",
+    "Broker",
     "Drift",
     "Plant",
     "Publisher",
@@ -328,27 +329,30 @@ def to_payload(reading: dict[str, Any]) -> bytes:
     return json.dumps(reading, separators=(",", ":")).encode()
 
 
-def _client(
-    *,
-    host: str,
-    port: int,
-    username: str | None,
-    password: str | None,
-    tls: bool,
-    ca_file: str | None,
-    client_id: str,
-) -> paho.Client:
-    client = mqtt.client(
-        client_id,
-        username=username or None,
-        password=password,
-        tls=tls,
-        ca_file=ca_file,
-        reconnect_delay=(1, 10),
-    )
-    client.max_inflight_messages_set(100)
-    client.connect_async(host, port)
-    return client
+@dataclasses.dataclass(frozen=True)
+class Broker:
+    """Where and how to connect: MQTT 5 with username and password, optional TLS."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    tls: bool = False
+    ca_file: str | None = None
+
+    def client(self, client_id: str) -> paho.Client:
+        """A paho client from the one factory, connecting in the background."""
+        client = mqtt.client(
+            client_id,
+            username=self.username or None,
+            password=self.password,
+            tls=self.tls,
+            ca_file=self.ca_file,
+            reconnect_delay=(1, 10),
+        )
+        client.max_inflight_messages_set(100)
+        client.connect_async(self.host, self.port)
+        return client
 
 
 class Publisher:
@@ -362,12 +366,7 @@ class Publisher:
         self,
         plant: Plant | None = None,
         *,
-        host: str = "127.0.0.1",
-        port: int = 1883,
-        username: str | None = None,
-        password: str | None = None,
-        tls: bool = False,
-        ca_file: str | None = None,
+        broker: Broker | None = None,
         topic_template: str = DEFAULT_TOPIC,
         rate: float | None = None,
         count: int | None = None,
@@ -393,15 +392,7 @@ class Publisher:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self.run, name="simulator", daemon=True)
-        self.client = _client(
-            host=host,
-            port=port,
-            username=username,
-            password=password,
-            tls=tls,
-            ca_file=ca_file,
-            client_id=client_id or f"edgemodel-simulator-{id(self):x}",
-        )
+        self.client = (broker or Broker()).client(client_id or f"edgemodel-simulator-{id(self):x}")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self._connected.clear()
         self.client.on_message = self._on_message
@@ -502,25 +493,12 @@ class Publisher:
 def publish(
     readings: Iterable[dict[str, Any]],
     *,
-    host: str = "127.0.0.1",
-    port: int = 1883,
-    username: str | None = None,
-    password: str | None = None,
-    tls: bool = False,
-    ca_file: str | None = None,
+    broker: Broker | None = None,
     topic_template: str = DEFAULT_TOPIC,
     timeout: float = 60.0,
 ) -> int:
     """Publish ``readings`` at once, at QoS 1, and wait until the broker acknowledged them all."""
-    client = _client(
-        host=host,
-        port=port,
-        username=username,
-        password=password,
-        tls=tls,
-        ca_file=ca_file,
-        client_id=f"edgemodel-simulator-{time.monotonic_ns():x}",
-    )
+    client = (broker or Broker()).client(f"edgemodel-simulator-{time.monotonic_ns():x}")
     connected = threading.Event()
     client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
     client.loop_start()
@@ -615,12 +593,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     publisher = Publisher(
         None if replay is not None else plant,
-        host=args.host,
-        port=args.port,
-        username=args.username or os.environ.get("MQTT_USERNAME"),
-        password=args.password or os.environ.get("MQTT_PASSWORD"),
-        tls=args.tls,
-        ca_file=args.ca_file,
+        broker=Broker(
+            host=args.host,
+            port=args.port,
+            username=args.username or os.environ.get("MQTT_USERNAME"),
+            password=args.password or os.environ.get("MQTT_PASSWORD"),
+            tls=args.tls,
+            ca_file=args.ca_file,
+        ),
         topic_template=args.topic_template,
         rate=args.rate,
         count=args.count,

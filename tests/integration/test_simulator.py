@@ -15,6 +15,10 @@ from edgemodel_simulator import sensors
 pytestmark = [pytest.mark.mqtt]
 
 
+def _broker(broker) -> sensors.Broker:
+    return sensors.Broker(broker.host, broker.port, broker.username, broker.password)
+
+
 def _collector(broker, topic: str, client_id: str) -> testing.Collector:
     return testing.Collector(
         broker.host, broker.port, broker.username, broker.password, topic=topic, client_id=client_id
@@ -27,10 +31,7 @@ def test_publisher_sends_every_reading_and_takes_drift_commands(mosquitto_broker
     plant = sensors.Plant(devices=3, rate=5.0, seed=1)
     publisher = sensors.Publisher(
         plant,
-        host=mosquitto_broker.host,
-        port=mosquitto_broker.port,
-        username=mosquitto_broker.username,
-        password=mosquitto_broker.password,
+        broker=_broker(mosquitto_broker),
         topic_template=f"{name}/{{device}}/telemetry",
         rate=200.0,  # steps per wall second: the simulated clock runs 40 x faster
         count=400,
@@ -76,10 +77,7 @@ def test_publish_helper_and_cli_replay(mosquitto_broker, unique_name, tmp_path):
         plant = sensors.Plant(devices=2, seed=3, start_ts=1_700_000_000.0)
         sent = sensors.publish(
             plant.readings(10),
-            host=mosquitto_broker.host,
-            port=mosquitto_broker.port,
-            username=mosquitto_broker.username,
-            password=mosquitto_broker.password,
+            broker=_broker(mosquitto_broker),
             topic_template=f"{name}/live/{{device}}",
         )
         assert sent == 20

@@ -34,6 +34,17 @@ def output_topic(em: EdgeModel) -> str:
     return em.spec.sensors.output_topic or f"edgemodel/{em.namespace}/{em.name}/predictions/{{device}}"
 
 
+def feature_fields(em: EdgeModel) -> dict[str, Any]:
+    """The feature contract both the runtime and the trainer get: features, target, horizon, lags."""
+    sensors = em.spec.sensors
+    return {
+        "features": list(sensors.features),
+        "target": sensors.target,
+        "horizon": sensors.horizon,
+        "lags": sensors.lags,
+    }
+
+
 def runtime_config(em: EdgeModel, settings: Settings) -> contracts.RuntimeConfig:
     """What the runtime Pods run with, rendered from the spec. No credentials in here."""
     host, port, tls = broker.address(em)
@@ -41,10 +52,7 @@ def runtime_config(em: EdgeModel, settings: Settings) -> contracts.RuntimeConfig
     return contracts.RuntimeConfig(
         edgemodel=em.key,
         topics=list(s.sensors.topics),
-        features=list(s.sensors.features),
-        target=s.sensors.target,
-        horizon=s.sensors.horizon,
-        lags=s.sensors.lags,
+        **feature_fields(em),
         device_field=s.sensors.device_field,
         timestamp_field=s.sensors.timestamp_field,
         output_topic=output_topic(em),
