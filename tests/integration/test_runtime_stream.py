@@ -36,17 +36,7 @@ def _post(port: int, path: str, body: Any) -> tuple[int, dict[str, Any]]:
 def test_stream_predictions_metrics_and_http(mosquitto_broker, mlflow_server, unique_name):
     b = mosquitto_broker
     version = testing.publish_model(mlflow_server.uri, unique_name)
-    settings = testing.settings(
-        host=b.host,
-        port=b.port,
-        username=b.username,
-        password=b.password,
-        topics=[f"{unique_name}/sensors/+"],
-        output_topic=f"{unique_name}/predictions/{{device}}",
-        model_name=unique_name,
-        tracking_uri=mlflow_server.uri,
-        client_id=f"{unique_name}-runtime",
-    )
+    settings = testing.for_broker(b, mlflow_server.uri, unique_name)
     collector = testing.Collector(
         b.host,
         b.port,
