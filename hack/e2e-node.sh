@@ -48,6 +48,8 @@ write_configs() {
   # score keeps runc from failing ("nsexec: failed to update /proc/self/oom_score_adj").
   cat > "$dir/containerd.toml" <<EOF
 version = 3
+# Nothing from /etc/containerd/conf.d (containerd's default imports) may change this node.
+imports = []
 root = "$dir/containerd/root"
 state = "$dir/containerd/state"
 disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -284,6 +286,9 @@ cmd_down() {
   find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
   log "node down ($dir)"
 }
+
+# Sourced (for its functions): stop here.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;

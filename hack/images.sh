@@ -121,7 +121,9 @@ print("\n".join(dict.fromkeys(out)))
 PY
 }
 
-BASE_PACKAGES="python3,python3-venv,ca-certificates,passwd"
+# What the official slim Python image has besides Python: libstdc++6 (numpy's wheels need it),
+# netbase, tzdata; passwd for the Dockerfile's groupadd/useradd.
+BASE_PACKAGES="python3,python3-venv,ca-certificates,libstdc++6,netbase,tzdata,passwd"
 BROKER_PACKAGES="mosquitto"
 # Leave documentation, man pages and translations out of the Debian images.
 DPKG_EXCLUDES=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
@@ -308,7 +310,7 @@ build_project() {  # archive
   local version revision
   version=$(python3 -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],"rb"))["project"]["version"])' "$REPO/pyproject.toml")
   revision=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  run_long "buildah bud $IMG_PROJECT" bah bud --isolation chroot --layers=false --quiet \
+  run_long "buildah bud $IMG_PROJECT" bah bud --isolation chroot --layers=false --force-rm --quiet \
     --build-arg "BASE_IMAGE=$IMG_BASE" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
     --volume "$pipdir/pip.conf:/etc/pip.conf:ro" --volume "$pipdir/ca.crt:/run/edgemodel-build/ca.crt:ro" \
     --tag "$IMG_PROJECT" --file "$REPO/Dockerfile" "$REPO"
