@@ -127,3 +127,28 @@ def test_every_console_script_imports_in_a_clean_venv(installed: pathlib.Path) -
         [str(installed.parent / "edgemodel"), "crd"], capture_output=True, text=True, check=True, timeout=120
     )
     assert "kind: CustomResourceDefinition" in crd.stdout
+
+
+def test_the_development_wheel_declares_its_data_files(tmp_path: pathlib.Path) -> None:
+    """edgemodel-dev carries what the harness reads at run time (kwok's stages), not only code."""
+    src = tmp_path / "devtools"
+    shutil.copytree(
+        ROOT / "devtools", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    )
+    data = {
+        p.relative_to(src).as_posix()
+        for p in src.rglob("*")
+        if p.is_file() and p.suffix in (".yaml", ".typed")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (built,) = (tmp_path / "dist").glob("edgemodel_dev-*.whl")
+    names = _names(built)
+    assert data <= set(names), data - set(names)
+    assert not [n for n in names if n.split("/")[0] in SHIPPED]
