@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import pathlib
 import ssl
 import subprocess
@@ -25,6 +26,7 @@ import kubernetes
 import yaml
 
 from edgemodel_dev.harness import binaries, pki, processes
+from edgemodel_dev.harness.network import NodeNetwork
 
 __all__ = ["EDGE_NODE_LABELS", "ControlPlane"]
 
@@ -53,17 +55,41 @@ def _kubeconfig(server: str, ca: pathlib.Path, user: dict[str, Any], name: str) 
 
 
 class ControlPlane:
-    """etcd + kube-apiserver + controller-manager + scheduler + kwok, under ``workdir``."""
+    """etcd + kube-apiserver + controller-manager + scheduler + kwok, under ``workdir``.
 
-    def __init__(self, workdir: pathlib.Path, *, nodes: int = 1) -> None:
+    With a ``network`` (a :class:`~edgemodel_dev.harness.network.NodeNetwork`, for a real
+    node), every process runs inside that network namespace instead: etcd and the
+    controllers on its loopback, the API server on the node's bridge address, so that
+    Pods reach it through the ``kubernetes`` Service. Then there is no kwok and no fake
+    node, the Node authorizer is on, and the aggregation layer is set up for metrics-server.
+    """
+
+    def __init__(self, workdir: pathlib.Path, *, nodes: int = 1, network: NodeNetwork | None = None) -> None:
         self.workdir = workdir = workdir.resolve()  # the kubeconfig holds absolute paths
-        self.node_count = nodes
-        self.etcd_port = processes.free_port()
-        self.api_port = processes.free_port()
-        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.network = network
+        self.node_count = 0 if network else nodes
+        if network is None:
+            self.etcd_port = processes.free_port()
+            self.api_port = processes.free_port()
+            self.api_host = "127.0.0.1"
+            self.service_cidr = SERVICE_CIDR
+        else:  # a fresh namespace: every port is free
+            self.etcd_port, self.api_port = 2379, 6443
+            self.api_host = network.node_ip
+            self.service_cidr = str(network.service_cidr)
+        self.server = f"https://{self.api_host}:{self.api_port}"
         self.kubeconfig = workdir / "admin.kubeconfig"
         self._procs: list[processes.ManagedProcess] = []
         self._pki: pki.Pki | None = None
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        return argv if self.network is None else self.network.wrap(argv)
+
+    @property
+    def certificates(self) -> pki.Pki:
+        """The CA and certificates of this control plane (for a node's identities)."""
+        assert self._pki is not None, "not started"
+        return self._pki
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -79,14 +105,15 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         logs = self.workdir / "logs"
         self._pki = certs = pki.Pki(self.workdir / "pki")
+        kubernetes_ip = str(ipaddress.ip_network(self.service_cidr).network_address + 1)
         serving = certs.issue(
             "apiserver",
             common_name="kube-apiserver",
-            server_ips=("127.0.0.1", "10.0.0.1"),
+            server_ips=tuple(dict.fromkeys(("127.0.0.1", self.api_host, kubernetes_ip))),
             server_dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
         )
         admin = certs.issue("admin", common_name="edgemodel-admin", organizations=("system:masters",))
-        self._write_kubeconfig(
+        self.write_kubeconfig(
             self.kubeconfig,
             {"client-certificate": str(admin[0]), "client-key": str(admin[1])},
             "admin",
@@ -94,46 +121,59 @@ class ControlPlane:
 
         etcd = processes.ManagedProcess(
             "etcd",
-            [
-                str(binaries.find("etcd")),
-                "--data-dir",
-                str(self.workdir / "etcd"),
-                "--listen-client-urls",
-                f"http://127.0.0.1:{self.etcd_port}",
-                "--advertise-client-urls",
-                f"http://127.0.0.1:{self.etcd_port}",
-                "--listen-peer-urls",
-                "http://127.0.0.1:0",
-                "--unsafe-no-fsync",
-                "--log-level",
-                "warn",
-            ],
+            self._argv(
+                [
+                    str(binaries.find("etcd")),
+                    "--data-dir",
+                    str(self.workdir / "etcd"),
+                    "--listen-client-urls",
+                    f"http://127.0.0.1:{self.etcd_port}",
+                    "--advertise-client-urls",
+                    f"http://127.0.0.1:{self.etcd_port}",
+                    "--listen-peer-urls",
+                    "http://127.0.0.1:0",
+                    "--unsafe-no-fsync",
+                    "--log-level",
+                    "warn",
+                ]
+            ),
             log_path=logs / "etcd.log",
         )
         self._procs.append(etcd.start())
-        etcd.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"), timeout=30)
+        etcd_health = f"http://127.0.0.1:{self.etcd_port}/health"
+        if self.network is None:
+            etcd.wait_ready(lambda: _http_ok(etcd_health), timeout=30)
+        else:  # its loopback is the namespace's; the API server's own wait covers it
+            etcd.wait_ready(
+                lambda: self.network is not None and self.network.http_ok(etcd_health), timeout=30
+            )
 
         apiserver = processes.ManagedProcess(
             "kube-apiserver",
-            [
-                str(binaries.find("kube-apiserver")),
-                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                f"--cert-dir={self.workdir / 'apiserver-certs'}",
-                f"--tls-cert-file={serving[0]}",
-                f"--tls-private-key-file={serving[1]}",
-                f"--client-ca-file={certs.ca_cert}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
-                f"--secure-port={self.api_port}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--allow-privileged=true",
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={certs.sa_pub}",
-                f"--service-account-signing-key-file={certs.sa_key}",
-                "--v=1",
-            ],
+            self._argv(
+                [
+                    str(binaries.find("kube-apiserver")),
+                    f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                    f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                    f"--tls-cert-file={serving[0]}",
+                    f"--tls-private-key-file={serving[1]}",
+                    f"--client-ca-file={certs.ca_cert}",
+                    f"--bind-address={self.api_host}",
+                    f"--advertise-address={self.api_host}",
+                    f"--secure-port={self.api_port}",
+                    f"--service-cluster-ip-range={self.service_cidr}",
+                    "--allow-privileged=true",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-account-key-file={certs.sa_pub}",
+                    f"--service-account-signing-key-file={certs.sa_key}",
+                    *(
+                        self._real_node_flags(certs)
+                        if self.network
+                        else ["--endpoint-reconciler-type=none", "--authorization-mode=RBAC"]
+                    ),
+                    "--v=1",
+                ]
+            ),
             log_path=logs / "kube-apiserver.log",
         )
         self._procs.append(apiserver.start())
@@ -142,43 +182,65 @@ class ControlPlane:
         cm_port, sched_port = processes.free_port(), processes.free_port()
         controller_manager = processes.ManagedProcess(
             "kube-controller-manager",
-            [
-                str(binaries.find("kube-controller-manager")),
-                f"--kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={cm_port}",
-                f"--service-account-private-key-file={certs.sa_key}",
-                f"--root-ca-file={certs.ca_cert}",
-                "--use-service-account-credentials=false",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--concurrent-deployment-syncs=10",
-                "--concurrent-replicaset-syncs=10",
-                "--concurrent-job-syncs=10",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--v=1",
-            ],
+            self._argv(
+                [
+                    str(binaries.find("kube-controller-manager")),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--leader-elect=false",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={cm_port}",
+                    f"--service-account-private-key-file={certs.sa_key}",
+                    f"--root-ca-file={certs.ca_cert}",
+                    "--use-service-account-credentials=false",
+                    f"--service-cluster-ip-range={self.service_cidr}",
+                    "--concurrent-deployment-syncs=10",
+                    "--concurrent-replicaset-syncs=10",
+                    "--concurrent-job-syncs=10",
+                    "--kube-api-qps=200",
+                    "--kube-api-burst=400",
+                    # A real node's HorizontalPodAutoscalers: act on fresh metrics, and scale back
+                    # down after 30 s rather than Kubernetes' 5 minutes, so a test can watch both.
+                    *(
+                        [
+                            "--horizontal-pod-autoscaler-sync-period=5s",
+                            "--horizontal-pod-autoscaler-downscale-stabilization=30s",
+                        ]
+                        if self.network
+                        else []
+                    ),
+                    "--v=1",
+                ]
+            ),
             log_path=logs / "kube-controller-manager.log",
         )
         scheduler = processes.ManagedProcess(
             "kube-scheduler",
-            [
-                str(binaries.find("kube-scheduler")),
-                f"--kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={sched_port}",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--v=1",
-            ],
+            self._argv(
+                [
+                    str(binaries.find("kube-scheduler")),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--leader-elect=false",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={sched_port}",
+                    "--kube-api-qps=200",
+                    "--kube-api-burst=400",
+                    "--v=1",
+                ]
+            ),
             log_path=logs / "kube-scheduler.log",
         )
+        core = kubernetes.client.CoreV1Api(self.api_client())
+        if self.network is not None:
+            for proc in (controller_manager, scheduler):
+                self._procs.append(proc.start())
+            controller_manager.wait_ready(
+                lambda: bool(core.read_namespaced_service_account("default", "default")), timeout=60
+            )
+            return
         kwok = processes.ManagedProcess(
             "kwok",
             [
@@ -198,7 +260,6 @@ class ControlPlane:
             self._procs.append(proc.start())
         for i in range(self.node_count):
             self.add_node(f"edge-{i}")
-        core = kubernetes.client.CoreV1Api(self.api_client())
         kwok.wait_ready(
             lambda: all(_node_ready(n) for n in core.list_node().items) and len(core.list_node().items) > 0,
             timeout=60,
@@ -238,7 +299,35 @@ class ControlPlane:
         ) as resp:
             return bool(resp.status == 200)
 
-    def _write_kubeconfig(self, path: pathlib.Path, user: dict[str, Any], name: str) -> pathlib.Path:
+    def _real_node_flags(self, certs: pki.Pki) -> list[str]:
+        """What a real node needs of the API server: node authorization, Service endpoints,
+        kubelet access (logs, exec) and the aggregation layer (metrics-server)."""
+        kubelet_client = certs.issue(
+            "apiserver-kubelet-client",
+            common_name="kube-apiserver-kubelet-client",
+            organizations=("system:masters",),
+        )
+        front_proxy = pki.Pki(self.workdir / "front-proxy-pki")
+        proxy_client = front_proxy.issue("front-proxy-client", common_name="front-proxy-client")
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--endpoint-reconciler-type=lease",
+            f"--kubelet-client-certificate={kubelet_client[0]}",
+            f"--kubelet-client-key={kubelet_client[1]}",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--requestheader-client-ca-file={front_proxy.ca_cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={proxy_client[0]}",
+            f"--proxy-client-key-file={proxy_client[1]}",
+            "--enable-aggregator-routing=true",
+        ]
+
+    def write_kubeconfig(self, path: pathlib.Path, user: dict[str, Any], name: str) -> pathlib.Path:
+        """A kubeconfig for ``user`` (client certificate or token) at ``path``."""
         assert self._pki is not None
         path.write_text(yaml.safe_dump(_kubeconfig(self.server, self._pki.ca_cert, user, name)))
         path.chmod(0o600)
@@ -260,7 +349,7 @@ class ControlPlane:
         status = core.create_namespaced_service_account_token(name, namespace, request).status
         assert status is not None
         token = status.token
-        return self._write_kubeconfig(
+        return self.write_kubeconfig(
             self.workdir / f"sa-{namespace}-{name}.kubeconfig", {"token": token}, f"{namespace}-{name}"
         )
 
