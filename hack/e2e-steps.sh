@@ -36,6 +36,7 @@ DRIFT_AT="${DRIFT_AT:-120}"
 TIMEOUT="${TIMEOUT:-1200}"
 EM_NAME="line1-temperature"
 EM_NAMESPACE="default"
+FIRST_VERSION=""
 
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 k() { "${KUBECTL}" ${KUBE_CONTEXT:+--context "${KUBE_CONTEXT}"} "$@"; }
@@ -116,35 +117,43 @@ step_simulator() {
     "${ROOT}/examples/simulator.yaml" | k -n "${EM_NAMESPACE}" apply -f -
 }
 
+ready_with_model() { local r _d _t v; read -r r _d _t v <<<"$(em_state)"; [[ "${r}" == True && -n "${v}" ]]; }
+
+# Drifted or Retraining, or already a newer version (the retrain may finish between polls).
+drifted_or_newer() {
+  local _r d t v
+  read -r _r d t v <<<"$(em_state)"
+  [[ "${d}" == True || "${t}" == True ]] || [[ -n "${v}" && "${v}" != "${FIRST_VERSION}" ]]
+}
+
+recovered() {
+  local r _d t v
+  read -r r _d t v <<<"$(em_state)"
+  [[ "${r}" == True && "${t}" != True && -n "${v}" && "${v}" -gt "${FIRST_VERSION}" ]]
+}
+
 step_heal() {
-  local deadline=$(( SECONDS + TIMEOUT )) first_version new_version
-  ready_with_model() { local r _d _t v; read -r r _d _t v <<<"$(em_state)"; [[ "${r}" == True && -n "${v}" ]]; }
+  local deadline=$(( SECONDS + TIMEOUT )) new_version
   wait_for "a first model serving (Ready=True)" "${deadline}" ready_with_model
-  read -r _ _ _ first_version <<<"$(em_state)"
-  log "Model version ${first_version} serves; waiting for the drift"
-
-  drifted_or_newer() {
-    local _r d t v
-    read -r _r d t v <<<"$(em_state)"
-    [[ "${d}" == True || "${t}" == True ]] || [[ -n "${v}" && "${v}" != "${first_version}" ]]
-  }
+  read -r _ _ _ FIRST_VERSION <<<"$(em_state)"
+  log "Model version ${FIRST_VERSION} serves; waiting for the drift"
   wait_for "Drifted=True" "${deadline}" drifted_or_newer
-
-  recovered() {
-    local r _d t v
-    read -r r _d t v <<<"$(em_state)"
-    [[ "${r}" == True && "${t}" != True && -n "${v}" && "${v}" -gt "${first_version}" ]]
-  }
   wait_for "Ready=True with a new model version" "${deadline}" recovered
   read -r _ _ _ new_version <<<"$(em_state)"
-  log "PASS: ${EM_NAME} drifted, retrained and serves version ${new_version} (was ${first_version})"
+  log "PASS: ${EM_NAME} drifted, retrained and serves version ${new_version} (was ${FIRST_VERSION})"
   k get edgemodel "${EM_NAME}" -n "${EM_NAMESPACE}" -o wide
+}
+
+on_exit() {
+  local rc=$?
+  [[ ${rc} -ne 0 ]] && dump
+  exit "${rc}"
 }
 
 [[ $# -gt 0 ]] || { sed -n '2,25p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 steps=("$@")
 [[ "${steps[*]}" == all ]] && steps=(mlflow install edgemodel simulator heal)
-trap 'rc=$?; [[ ${rc} -ne 0 ]] && dump; exit ${rc}' EXIT
+trap on_exit EXIT
 for step in "${steps[@]}"; do
   case "${step}" in
     mlflow|install|edgemodel|simulator|heal) "step_${step}" ;;

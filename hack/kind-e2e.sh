@@ -7,6 +7,7 @@
 #                                           the EdgeModel go Drifted -> Retraining -> Ready
 #                                           with a new model version
 #
+# Steps 3-6 are hack/e2e-steps.sh, the very steps tests/e2e runs on the harness's real node.
 # Needs docker, kind, kubectl and helm on PATH. Exits non-zero, after printing what the
 # cluster looked like, if any step or the loop does not finish within its timeout.
 #
@@ -27,33 +28,12 @@ IMAGE="${IMAGE:-edgemodel:e2e}"
 NAMESPACE="${NAMESPACE:-edgemodel-system}"
 DRIFT_AT="${DRIFT_AT:-120}"
 TIMEOUT="${TIMEOUT:-1200}"
-EM_NAME="line1-temperature"
-EM_NAMESPACE="default"
 CONTEXT="kind-${CLUSTER_NAME}"
 
 log() { printf '[kind-e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-k() { kubectl --context "${CONTEXT}" "$@"; }
 
-dump() {
-  log "Diagnostics"
-  k get nodes -o wide || true
-  k get edgemodels -A -o wide || true
-  k get edgemodel "${EM_NAME}" -n "${EM_NAMESPACE}" -o yaml || true
-  k get pods,jobs,deployments -A -o wide || true
-  k get events -A --sort-by=.lastTimestamp | tail -n 60 || true
-  k logs -n "${NAMESPACE}" deployment/edgemodel --tail=200 || true
-  k logs -n "${EM_NAMESPACE}" pod/edgemodel-simulator --tail=50 || true
-  k logs -n "${EM_NAMESPACE}" -l app.kubernetes.io/component=trainer --tail=100 --prefix || true
-  k logs -n "${EM_NAMESPACE}" -l app.kubernetes.io/component=inference --tail=50 --prefix || true
-}
-
-WATCH_PID=""
 cleanup() {
   local rc=$?
-  [[ -n "${WATCH_PID}" ]] && kill "${WATCH_PID}" 2>/dev/null || true
-  if [[ ${rc} -ne 0 ]]; then
-    dump
-  fi
   if [[ "${KEEP_CLUSTER:-0}" != 1 && "${REUSE_CLUSTER:-0}" != 1 ]]; then
     log "Deleting cluster ${CLUSTER_NAME}"
     kind delete cluster --name "${CLUSTER_NAME}" >/dev/null 2>&1 || true
@@ -65,25 +45,6 @@ trap cleanup EXIT
 for tool in docker kind kubectl helm; do
   command -v "${tool}" >/dev/null || { log "${tool} is not on PATH"; exit 2; }
 done
-
-# The EdgeModel's fields as "ready drifted retraining version", e.g. "True False False 3".
-em_state() {
-  k get edgemodel "${EM_NAME}" -n "${EM_NAMESPACE}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Drifted")].status} {.status.conditions[?(@.type=="Retraining")].status} {.status.model.version}' 2>/dev/null || true
-}
-
-# wait_for DESCRIPTION DEADLINE COMMAND...: poll COMMAND every 5 s until it succeeds.
-wait_for() {
-  local what="$1" deadline="$2"
-  shift 2
-  until "$@"; do
-    if (( SECONDS > deadline )); then
-      log "Timed out waiting for ${what}; state: $(em_state)"
-      return 1
-    fi
-    sleep 5
-  done
-  log "Saw ${what}: $(em_state)"
-}
 
 # --- 1. cluster -----------------------------------------------------------------------
 if [[ "${REUSE_CLUSTER:-0}" == 1 ]] && kind get clusters | grep -qx "${CLUSTER_NAME}"; then
@@ -101,67 +62,9 @@ docker build -t "${IMAGE}" \
   "${ROOT}"
 kind load docker-image "${IMAGE}" --name "${CLUSTER_NAME}"
 
-# --- 3. MLflow --------------------------------------------------------------------------
-log "Installing MLflow"
-k apply -f "${ROOT}/examples/mlflow.yaml"
-k -n mlflow rollout status deployment/mlflow --timeout=300s
-
-# --- 4. the chart -----------------------------------------------------------------------
-log "Installing the chart"
-helm --kube-context "${CONTEXT}" upgrade --install edgemodel "${ROOT}/helm/edgemodel" \
-  --namespace "${NAMESPACE}" --create-namespace \
-  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
-  --set image.pullPolicy=IfNotPresent \
-  --set mlflow.trackingUri=http://mlflow.mlflow.svc:5000 \
-  --wait --timeout 180s
-k -n "${NAMESPACE}" rollout status deployment/edgemodel --timeout=120s
-
-# --- 5. the EdgeModel -------------------------------------------------------------------
-log "Applying examples/edgemodel.yaml"
-k apply -f "${ROOT}/examples/edgemodel.yaml"
-deadline=$(( SECONDS + 180 ))
-wait_for "the managed broker" "${deadline}" \
-  k -n "${EM_NAMESPACE}" rollout status "deployment/${EM_NAME}-broker" --timeout=5s
-wait_for "the inference Deployment" "${deadline}" \
-  k -n "${EM_NAMESPACE}" get "deployment/${EM_NAME}-inference"
-
-# --- 6. the simulator, and the loop -----------------------------------------------------
-# examples/simulator.yaml with this run's image and drift time: edgemodel-simulator runs in
-# the cluster next to the managed broker, with the broker credentials the operator
-# generated, and shifts the plant's temperature by a step --drift-at simulated seconds in.
-log "Starting the simulator (abrupt drift at ${DRIFT_AT}s)"
-k -n "${EM_NAMESPACE}" delete pod edgemodel-simulator --ignore-not-found --wait=true
-sed -e "s|image: edgemodel:dev|image: ${IMAGE}|" -e "s|--drift-at=120|--drift-at=${DRIFT_AT}|" \
-  "${ROOT}/examples/simulator.yaml" | k -n "${EM_NAMESPACE}" apply -f -
-
-# For the log: the EdgeModel's columns as they change.
-k get edgemodels -n "${EM_NAMESPACE}" -w -o wide &
-WATCH_PID=$!
-
-deadline=$(( SECONDS + TIMEOUT ))
-ready_with_model() { read -r ready _ _ version <<<"$(em_state)"; [[ "${ready}" == True && -n "${version}" ]]; }
-wait_for "a first model serving (Ready=True)" "${deadline}" ready_with_model
-read -r _ _ _ first_version <<<"$(em_state)"
-log "Model version ${first_version} serves; waiting for the drift"
-
-drifted() { read -r _ drifted _ _ <<<"$(em_state)"; [[ "${drifted}" == True ]]; }
-wait_for "Drifted=True" "${deadline}" drifted
-
-# Retraining may finish between two polls; a newer version counts as having retrained.
-retraining_or_newer() {
-  local ready drifted retraining version
-  read -r ready drifted retraining version <<<"$(em_state)"
-  [[ "${retraining}" == True ]] || [[ -n "${version}" && "${version}" != "${first_version}" ]]
-}
-wait_for "Retraining=True" "${deadline}" retraining_or_newer
-
-recovered() {
-  local ready drifted retraining version
-  read -r ready drifted retraining version <<<"$(em_state)"
-  [[ "${ready}" == True && "${retraining}" != True && -n "${version}" && "${version}" -gt "${first_version}" ]]
-}
-wait_for "Ready=True with a new model version" "${deadline}" recovered
-
-read -r _ _ _ new_version <<<"$(em_state)"
-log "PASS: ${EM_NAME} drifted, retrained and serves version ${new_version} (was ${first_version})"
-k get edgemodel "${EM_NAME}" -n "${EM_NAMESPACE}" -o wide
+# --- 3.-6. the steps every cluster shares -----------------------------------------------
+# hack/e2e-steps.sh is also what tests/e2e runs on the harness's real node: MLflow, the
+# chart, the EdgeModel, the simulator, and the wait for the heal.
+KUBE_CONTEXT="${CONTEXT}" IMAGE="${IMAGE}" IMAGE_PULL_POLICY=IfNotPresent NAMESPACE="${NAMESPACE}" \
+  DRIFT_AT="${DRIFT_AT}" TIMEOUT="${TIMEOUT}" \
+  bash "${ROOT}/hack/e2e-steps.sh" mlflow install edgemodel simulator heal
