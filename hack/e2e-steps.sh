@@ -101,8 +101,8 @@ step_edgemodel() {
   local deadline=$(( SECONDS + 300 ))
   wait_for "the managed broker" "${deadline}" \
     k -n "${EM_NAMESPACE}" rollout status "deployment/${EM_NAME}-broker" --timeout=5s
-  wait_for "the inference Deployment" "${deadline}" \
-    k -n "${EM_NAMESPACE}" get "deployment/${EM_NAME}-inference"
+  wait_for "the inference StatefulSet" "${deadline}" \
+    k -n "${EM_NAMESPACE}" get "statefulset/${EM_NAME}-inference"
 }
 
 step_simulator() {

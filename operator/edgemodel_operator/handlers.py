@@ -233,7 +233,8 @@ def _owner(body: Any) -> str | None:
 async def child_changed(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """A child changed: a Job finished, a Deployment's availability moved, or a hand edit."""
+    """A child changed: a Job finished, a workload's availability moved, or a hand edit."""
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
     owner = _owner(body)
     kind = str(body.get("kind") or "")
     if owner is None or namespace is None or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):

@@ -39,6 +39,7 @@ KINDS: dict[str, Kind] = {
     "Pod": Kind("/api/v1", "pods"),
     "Event": Kind("/api/v1", "events"),
     "Deployment": Kind("/apis/apps/v1", "deployments"),
+    "StatefulSet": Kind("/apis/apps/v1", "statefulsets"),
     "HorizontalPodAutoscaler": Kind("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "Job": Kind("/apis/batch/v1", "jobs"),
     "CronJob": Kind("/apis/batch/v1", "cronjobs"),

@@ -16,7 +16,7 @@ import pydantic
 from edgemodel import contracts
 from edgemodel_operator import names
 
-__all__ = ["Deployment", "JobInfo", "child_fingerprint", "deployment", "job_info", "parse_time"]
+__all__ = ["JobInfo", "Workload", "child_fingerprint", "deployment", "job_info", "parse_time", "statefulset"]
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
@@ -27,22 +27,39 @@ def parse_time(value: str | None) -> datetime.datetime | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Deployment:
+class Workload:
+    """What a pass needs of a Deployment or StatefulSet: does it exist and serve."""
+
     exists: bool
     available: bool
     ready_replicas: int
     message: str
 
 
-def deployment(obj: Mapping[str, Any] | None) -> Deployment:
+def deployment(obj: Mapping[str, Any] | None) -> Workload:
     if obj is None:
-        return Deployment(False, False, 0, "not created yet")
+        return Workload(False, False, 0, "not created yet")
     status = obj.get("status") or {}
     ready = int(status.get("readyReplicas") or 0)
     available = next((c for c in status.get("conditions") or [] if c.get("type") == "Available"), None)
     is_available = available is not None and available.get("status") == "True" and ready > 0
     message = "" if available is None else str(available.get("message") or "")
-    return Deployment(True, is_available, ready, message)
+    return Workload(True, is_available, ready, message)
+
+
+def statefulset(obj: Mapping[str, Any] | None) -> Workload:
+    """A StatefulSet has no conditions: it serves while one of its Pods is available.
+
+    >>> statefulset({"spec": {"replicas": 2}, "status": {"readyReplicas": 1, "availableReplicas": 1}})
+    Workload(exists=True, available=True, ready_replicas=1, message='1 of 2 replicas available')
+    """
+    if obj is None:
+        return Workload(False, False, 0, "not created yet")
+    status = obj.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    wanted = int((obj.get("spec") or {}).get("replicas") or 0)
+    return Workload(True, available > 0, ready, f"{available} of {wanted} replicas available")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +169,8 @@ def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
             status.get("availableReplicas"),
             _conditions(status, ("Available",)),
         )
+    if kind == "StatefulSet":
+        return (*base, status.get("replicas"), status.get("readyReplicas"), status.get("availableReplicas"))
     if kind == "Job":
         return (*base, _conditions(status, ("Complete", "Failed")))
     if kind == "HorizontalPodAutoscaler":

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Long-lived kinds the operator prunes when the spec stops wanting them.
 PRUNABLE = (
+    "StatefulSet",
     "Deployment",
     "Service",
     "ConfigMap",
@@ -297,7 +298,7 @@ class Reconciler:
 
         pods = self.kube.list("Pod", namespace, names.selector(name, "inference"))
         observed = status.Observed(
-            inference=observe.deployment(by_name.get(("Deployment", names.inference(name)))),
+            inference=observe.statefulset(by_name.get(("StatefulSet", names.inference(name)))),
             broker=observe.deployment(by_name.get(("Deployment", names.broker(name))))
             if em.spec.broker.managed
             else None,

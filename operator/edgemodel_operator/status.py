@@ -27,8 +27,8 @@ __all__ = ["Event", "JobRequest", "Observed", "Plan", "plan", "requeue_after"]
 class Observed:
     """What the API server shows about one EdgeModel's children."""
 
-    inference: observe.Deployment
-    broker: observe.Deployment | None
+    inference: observe.Workload
+    broker: observe.Workload | None
     """None for an external broker."""
     live_pods: Collection[str] | None
     """Names of the inference Pods that exist; None when they could not be listed."""

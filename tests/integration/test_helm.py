@@ -308,10 +308,10 @@ def test_install_runs_the_operator(cluster, namespace, helm_env, tmp_path):
 
         cluster.kubectl("apply", "-f", "-", stdin=_example_in(namespace))
         processes.wait_until(
-            lambda: apps.read_namespaced_deployment("line1-temperature-inference", namespace) is not None,
-            timeout=60, what="the example's inference Deployment",
+            lambda: apps.read_namespaced_stateful_set("line1-temperature-inference", namespace) is not None,
+            timeout=60, what="the example's inference StatefulSet",
         )  # fmt: skip
-        inference = apps.read_namespaced_deployment("line1-temperature-inference", namespace)
+        inference = apps.read_namespaced_stateful_set("line1-temperature-inference", namespace)
         (runtime,) = inference.spec.template.spec.containers
         assert runtime.image == "localhost/edgemodel:test"  # the chart's image, passed on by the operator
         assert runtime.command == ["edgemodel-runtime"]

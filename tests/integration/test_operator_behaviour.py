@@ -56,9 +56,9 @@ def test_hand_edits_are_put_right_spec_changes_roll_out_and_delete_cleans_up(
     apps = kubernetes.client.AppsV1Api(api_client)
     core = kubernetes.client.CoreV1Api(api_client)
     processes.wait_until(
-        lambda: apps.read_namespaced_deployment("em-inference", namespace),
+        lambda: apps.read_namespaced_stateful_set("em-inference", namespace),
         timeout=30,
-        what="the inference Deployment",
+        what="the inference StatefulSet",
     )
     # An external broker: no managed broker objects.
     assert not apps.list_namespaced_deployment(
@@ -80,7 +80,9 @@ def test_hand_edits_are_put_right_spec_changes_roll_out_and_delete_cleans_up(
 
     def image() -> str:
         return (
-            apps.read_namespaced_deployment("em-inference", namespace).spec.template.spec.containers[0].image
+            apps.read_namespaced_stateful_set("em-inference", namespace)
+            .spec.template.spec.containers[0]
+            .image
         )
 
     processes.wait_until(lambda: image() == "localhost/edgemodel:test", timeout=30, what="the image restored")
@@ -95,7 +97,7 @@ def test_hand_edits_are_put_right_spec_changes_roll_out_and_delete_cleans_up(
     )
 
     # A spec change rolls out: new topics reach the ConfigMap and roll the Pods (new template hash).
-    before = apps.read_namespaced_deployment("em-inference", namespace).spec.template.metadata.annotations
+    before = apps.read_namespaced_stateful_set("em-inference", namespace).spec.template.metadata.annotations
     kubernetes.client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
         api.GROUP,
         api.VERSION,
@@ -112,7 +114,7 @@ def test_hand_edits_are_put_right_spec_changes_roll_out_and_delete_cleans_up(
         timeout=30,
         what="the new topics in the runtime config",
     )
-    after = apps.read_namespaced_deployment("em-inference", namespace).spec.template.metadata.annotations
+    after = apps.read_namespaced_stateful_set("em-inference", namespace).spec.template.metadata.annotations
     assert after["edgeml.dev/config-hash"] != before["edgeml.dev/config-hash"]
     st = edgemodels.status(api_client, namespace, "em")
     processes.wait_until(

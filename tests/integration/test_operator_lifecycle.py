@@ -72,12 +72,13 @@ def test_edgemodel_lifecycle(cluster, api_client, namespace, operators, mlflow_s
     apps = kubernetes.client.AppsV1Api(api_client)
     processes.wait_until(
         lambda: (
-            apps.read_namespaced_deployment_status(f"{NAME}-inference", namespace).status.ready_replicas == 1
+            apps.read_namespaced_stateful_set_status(f"{NAME}-inference", namespace).status.ready_replicas
+            == 1
         ),
         timeout=60,
-        what="the inference Deployment",
+        what="the inference StatefulSet",
     )
-    dep = apps.read_namespaced_deployment(f"{NAME}-inference", namespace)
+    dep = apps.read_namespaced_stateful_set(f"{NAME}-inference", namespace)
     container = dep.spec.template.spec.containers[0]
     assert container.command == ["edgemodel-runtime"]
     assert container.liveness_probe.http_get.path == "/healthz"

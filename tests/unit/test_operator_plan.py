@@ -16,7 +16,7 @@ SPEC = {
     "drift": {"threshold": 1.0, "window": 100},
     "retraining": {"cooldownSeconds": 300, "maxPerHour": 2, "maxConsecutiveRejections": 2},
 }
-UP = observe.Deployment(True, True, 1, "")
+UP = observe.Workload(True, True, 1, "")
 
 
 def _entry(rmse, samples=100, detected=False, version="1", age=0.0, reason=None):

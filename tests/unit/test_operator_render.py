@@ -50,7 +50,7 @@ def test_managed_broker_example_renders_every_child():
         ("ServiceAccount", "line1-runtime"),
         ("Role", "line1-runtime"),
         ("RoleBinding", "line1-runtime"),
-        ("Deployment", "line1-inference"),
+        ("StatefulSet", "line1-inference"),
         ("Service", "line1-inference"),
         ("HorizontalPodAutoscaler", "line1-inference"),
     }
@@ -59,9 +59,9 @@ def test_managed_broker_example_renders_every_child():
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == names.MANAGED_BY
 
 
-def test_inference_deployment_leaves_replicas_to_the_hpa_and_is_hardened():
+def test_inference_statefulset_leaves_replicas_to_the_hpa_and_is_hardened():
     objs = _by_kind(render.desired(_em(_example("edgemodel.yaml")), SETTINGS, generated_password="x"))
-    dep = objs[("Deployment", "line1-inference")]
+    dep = objs[("StatefulSet", "line1-inference")]
     assert "replicas" not in dep["spec"]
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -95,11 +95,11 @@ def test_runtime_config_carries_the_spec_and_no_credentials():
 def test_a_spec_change_changes_the_pod_template_hash():
     spec = _example("edgemodel.yaml")
     before = _by_kind(render.desired(_em(spec), SETTINGS, generated_password="x"))[
-        ("Deployment", "line1-inference")
+        ("StatefulSet", "line1-inference")
     ]
     spec = {**spec, "sensors": {**spec["sensors"], "topics": ["plant/line2/+/telemetry"]}}
     after = _by_kind(render.desired(_em(spec), SETTINGS, generated_password="x"))[
-        ("Deployment", "line1-inference")
+        ("StatefulSet", "line1-inference")
     ]
     key = names.ANNOTATION_CONFIG_HASH
     assert (
@@ -113,7 +113,7 @@ def test_external_broker_renders_no_broker_and_uses_the_users_secret():
     objs = _by_kind(render.desired(em, SETTINGS, generated_password=None))
     assert not [k for k in objs if "broker" in k[1]]
     assert broker.address(em) == ("mqtt.site.internal", 8883, True)
-    dep = objs[("Deployment", "line1-inference")]
+    dep = objs[("StatefulSet", "line1-inference")]
     pod = dep["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"node-role.kubernetes.io/edge": ""}
     assert pod["tolerations"][0]["key"] == "edgeml.dev/edge"

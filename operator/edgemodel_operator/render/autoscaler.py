@@ -1,4 +1,4 @@
-"""The HorizontalPodAutoscaler (autoscaling/v2) on the inference Deployment.
+"""The HorizontalPodAutoscaler (autoscaling/v2) on the inference StatefulSet.
 
 Pure functions; no I/O here.
 """
@@ -23,7 +23,7 @@ def objects(em: EdgeModel) -> list[dict[str, Any]]:
             "kind": "HorizontalPodAutoscaler",
             "metadata": common.metadata(em, name, "inference"),
             "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name},
                 "minReplicas": scaling.min_replicas,
                 "maxReplicas": scaling.max_replicas,
                 "metrics": [

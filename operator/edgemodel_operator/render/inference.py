@@ -1,8 +1,15 @@
-"""The inference stack: runtime ConfigMap, ServiceAccount with its Role, Deployment and Service.
+"""The inference stack: runtime ConfigMap, ServiceAccount with its Role, StatefulSet and Service.
 
-The Deployment leaves ``replicas`` unset so the HorizontalPodAutoscaler owns it. The
-Pod template carries a hash of the runtime configuration, so a spec change (new topics,
-say) rolls the Pods.
+A StatefulSet, not a Deployment, because a runtime replica is an MQTT consumer with a
+persistent session: its client id is its Pod name, and the broker keeps the readings of
+an offline session for it. A StatefulSet's replacement Pod has the same name, so it
+resumes that session and receives what arrived while it was down; a Deployment's would
+start a new session and those readings would be lost (tests/e2e shows it with a killed
+Pod). Rolling updates replace Pods in place for the same reason.
+
+The StatefulSet leaves ``replicas`` unset so the HorizontalPodAutoscaler owns it, and
+starts and stops Pods in parallel (no ordinal order is needed). The Pod template carries
+a hash of the runtime configuration, so a spec change (new topics, say) rolls the Pods.
 
 Pure functions; no I/O here.
 """
@@ -133,13 +140,15 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         *credential_env(em),
     ]
-    deployment = {
+    workload = {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": "StatefulSet",
         "metadata": common.metadata(em, name, COMPONENT),
         "spec": {
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "serviceName": name,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
             "template": {
                 "metadata": {
                     "labels": names.labels(em.name, COMPONENT),
@@ -202,7 +211,7 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
             "data": {CONFIG_KEY: config_json},
         },
         *_access(em),
-        deployment,
+        workload,
         {
             "apiVersion": "v1",
             "kind": "Service",
