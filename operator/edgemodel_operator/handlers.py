@@ -40,6 +40,11 @@ class _State:
 STATE = _State()
 
 
+def watched_namespaces(value: str | None) -> list[str]:
+    """The namespaces named by ``EDGEMODEL_NAMESPACE`` (comma-separated); empty means all."""
+    return [n.strip() for n in (value or "").split(",") if n.strip()]
+
+
 def _runner() -> runner.Runner:
     if STATE.runner is None:
         raise kopf.TemporaryError("the operator is still starting", delay=1)
@@ -91,9 +96,11 @@ async def _lead_forever(
 async def _resync_all(run: runner.Runner) -> None:
     """Reconcile every EdgeModel that may have changed while this replica did not lead."""
     client = run.reconciler.kube
-    namespace = SETTINGS.namespace or None
+    items: list[dict[str, Any]] = []
     try:
-        items = await asyncio.to_thread(client.list_all, api.KIND, namespace)
+        scopes: list[str | None] = [*watched_namespaces(SETTINGS.namespace)] or [None]
+        for namespace in scopes:
+            items += await asyncio.to_thread(client.list_all, api.KIND, namespace)
     except kube.ApiException:
         log.exception("Failed to list EdgeModels for a resync")
         return

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--namespace",
         default=os.environ.get("EDGEMODEL_NAMESPACE"),
-        help="watch only this namespace (default: all)",
+        help="watch only this namespace, or these comma-separated namespaces (default: all)",
     )
     parser.add_argument("--log-level", default=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     # kopf reports every handler run at INFO; the operator's own log says what changed.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = handlers.SETTINGS
-    namespaces = [args.namespace] if args.namespace else []
+    namespaces = handlers.watched_namespaces(args.namespace)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

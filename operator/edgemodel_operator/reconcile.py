@@ -167,11 +167,22 @@ class Reconciler:
         except kube.ApiException as exc:
             log.warning("Failed to record Event %s for %s: %s", event.reason, em.key, exc.reason)
 
+    def _owned(self, em: EdgeModel, kind: str) -> list[dict[str, Any]]:
+        """Objects of ``kind`` labelled as this EdgeModel's (ownership is checked by the caller).
+
+        Secrets are read by name, never listed: the operator may not list Secrets (least
+        privilege), and the managed broker's is the only Secret it ever creates.
+        """
+        if kind == "Secret":
+            secret = self.kube.get("Secret", em.namespace, names.broker_credentials(em.name))
+            return [secret] if secret is not None else []
+        return self.kube.list(kind, em.namespace, {names.LABEL_EDGEMODEL: em.name})
+
     def _prune(self, em: EdgeModel, desired: Sequence[Mapping[str, Any]]) -> list[str]:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         pruned = []
         for kind in PRUNABLE:
-            for obj in self.kube.list(kind, em.namespace, {names.LABEL_EDGEMODEL: em.name}):
+            for obj in self._owned(em, kind):
                 meta = obj["metadata"]
                 owners = meta.get("ownerReferences") or []
                 if not any(o.get("uid") == em.uid for o in owners):

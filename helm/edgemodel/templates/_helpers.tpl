@@ -81,3 +81,45 @@ The leader Lease's name.
 {{- define "edgemodel.leaseName" -}}
 {{- default (include "edgemodel.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
+
+{{/*
+The namespaces the operator watches, comma-separated: watchNamespace and watchNamespaces
+together, without repeats. Empty: every namespace (cluster-wide mode).
+*/}}
+{{- define "edgemodel.watchNamespaces" -}}
+{{- $namespaces := list -}}
+{{- with .Values.watchNamespace }}{{ $namespaces = append $namespaces . }}{{ end -}}
+{{- range .Values.watchNamespaces | default list }}{{ $namespaces = append $namespaces . }}{{ end -}}
+{{- $namespaces | uniq | join "," -}}
+{{- end }}
+
+{{/*
+The rules of files/operator-rules.yaml that belong in one place (.scope), as a YAML list:
+"cluster" (cluster-scoped reads: CRDs, namespaces), "lease" (the leader Lease) or
+"workload" (everything else: EdgeModels and the children the operator runs). A rule that
+mixes scopes is refused, so a new rule can never widen a Role by accident.
+*/}}
+{{- define "edgemodel.rules" -}}
+{{- $scope := .scope -}}
+{{- $rules := list -}}
+{{- range (.root.Files.Get "files/operator-rules.yaml" | fromYamlArray) -}}
+{{- $kinds := list -}}
+{{- range .resources -}}
+{{- if eq . "leases" }}{{ $kinds = append $kinds "lease" }}
+{{- else if has . (list "customresourcedefinitions" "namespaces") }}{{ $kinds = append $kinds "cluster" }}
+{{- else }}{{ $kinds = append $kinds "workload" }}{{ end -}}
+{{- end -}}
+{{- if ne (len ($kinds | uniq)) 1 -}}
+{{- fail (printf "files/operator-rules.yaml: the rule for %v mixes scopes; split it" .resources) -}}
+{{- end -}}
+{{- if eq (first $kinds) $scope }}{{ $rules = append $rules . }}{{ end -}}
+{{- end -}}
+{{- toYaml $rules -}}
+{{- end }}
+
+{{/*
+The operator's username as the API server sees it.
+*/}}
+{{- define "edgemodel.operatorUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "edgemodel.serviceAccountName" .) -}}
+{{- end }}
