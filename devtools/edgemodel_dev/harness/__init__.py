@@ -8,4 +8,5 @@ waits until they answer, and stops every process it started. Nothing is mocked.
 - :mod:`edgemodel_dev.harness.controlplane`: etcd, kube-apiserver, controller-manager, scheduler, kwok.
 - :mod:`edgemodel_dev.harness.mosquitto`: a Mosquitto broker with authentication.
 - :mod:`edgemodel_dev.harness.mlflowserver`: an MLflow tracking server on sqlite.
+- :mod:`edgemodel_dev.harness.monitoring`: Prometheus and kube-state-metrics, for the alert tests.
 """
