@@ -17,8 +17,11 @@
 #
 # pip inside the Dockerfile build reaches PyPI the way this machine does: a pip.conf made
 # from this machine's pip configuration (pip config list, PIP_* variables) and this machine's
-# CA bundle are bind-mounted into every RUN step (buildah bud --volume) and never written
-# into a layer; the script checks the image history and config for them.
+# CA bundle are bind-mounted into every RUN step (buildah bud --volume) as root's pip user
+# config, /root/.config/pip/. The mount goes over /root, which every base has already, because
+# buildah 1.28 leaves an empty placeholder file or directory in the layer for a mount target
+# that did not exist (an empty /etc/pip.conf, for one). Nothing of it is written into a layer;
+# the script checks the image config, history and files for it.
 #
 # Usage: hack/images.sh [build]                     build what is missing; print NAME ARCHIVE SIZE
 #        hack/images.sh --print                     print NAME ARCHIVE of the current inputs
@@ -277,7 +280,8 @@ build_broker() {  # archive
 build_pip_conf() {  # out-dir
   local dir="$1"
   mkdir -p "$dir"
-  python3 - "$dir" <<'PY'
+  mkdir -p "$dir/home/.config/pip"
+  python3 - "$dir/home/.config/pip" <<'PY'
 import os, shutil, ssl, subprocess, sys
 out = sys.argv[1]
 # `pip config list` shows every setting pip would use here: its config files and PIP_* variables
@@ -296,7 +300,7 @@ if links and os.path.isdir(links) and os.listdir(links):
 lines = ["[global]"] + [f"{k} = {v}" for k, v in sorted(settings.items())]
 if ca and os.path.isfile(ca):
     shutil.copyfile(ca, os.path.join(out, "ca.crt"))
-    lines.append("cert = /run/edgemodel-build/ca.crt")
+    lines.append("cert = /root/.config/pip/ca.crt")
 else:
     open(os.path.join(out, "ca.crt"), "w").close()
 open(os.path.join(out, "pip.conf"), "w").write("\n".join(lines) + "\n")
@@ -312,16 +316,16 @@ build_project() {  # archive
   revision=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
   run_long "buildah bud $IMG_PROJECT" bah bud --isolation chroot --layers=false --force-rm --quiet \
     --build-arg "BASE_IMAGE=$IMG_BASE" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-    --volume "$pipdir/pip.conf:/etc/pip.conf:ro" --volume "$pipdir/ca.crt:/run/edgemodel-build/ca.crt:ro" \
+    --volume "$pipdir/home:/root:ro" \
     --tag "$IMG_PROJECT" --file "$REPO/Dockerfile" "$REPO"
-  check_no_build_settings "$IMG_PROJECT" "$pipdir/pip.conf"
+  check_no_build_settings "$IMG_PROJECT" "$pipdir/home/.config/pip/pip.conf"
   export_image "$IMG_PROJECT" "$1"
 }
 
 # Fail if the image's config or history mentions the build's pip settings, or if a layer holds
 # the mounted files.
 check_no_build_settings() {  # image pip.conf
-  local meta needles=(/run/edgemodel-build "PIP_INDEX" "index-url" "index_url") v
+  local meta needles=(/root/.config/pip "PIP_INDEX" "index-url" "index_url") v
   meta=$(bah inspect --type image "$1")
   while IFS= read -r v; do
     v="${v#*= }"
@@ -333,7 +337,7 @@ check_no_build_settings() {  # image pip.conf
   local ctr mnt
   ctr=$(bah from --quiet --pull-never "$1")
   mnt=$(bah mount "$ctr")
-  if [[ -s "$mnt/etc/pip.conf" || -e "$mnt/run/edgemodel-build/ca.crt" ]]; then
+  if [[ -e "$mnt/etc/pip.conf" || -e "$mnt/root/.config/pip" || -e "$mnt/run/edgemodel-build" ]]; then
     bah umount "$ctr" >/dev/null; bah rm "$ctr" >/dev/null
     die "$1: a layer holds the build's pip.conf or CA bundle"
   fi

@@ -150,7 +150,7 @@ build_metrics_server() {
     cd "$mod"
     run_long "go get metrics-server" go get -tool "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
     run_long "go build metrics-server" go build \
-      -ldflags "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$METRICS_SERVER_VERSION" \
       -o "$BIN/metrics-server.tmp" sigs.k8s.io/metrics-server/cmd/metrics-server
     mv "$BIN/metrics-server.tmp" "$BIN/metrics-server"
   )
