@@ -234,6 +234,7 @@ def _owner(body: Any) -> str | None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
@@ -241,7 +242,6 @@ async def child_changed(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
     """A child changed: a Job finished, a workload's availability moved, or a hand edit."""
-@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
     owner = _owner(body)
     kind = str(body.get("kind") or "")
     if owner is None or namespace is None or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):

@@ -65,8 +65,8 @@ def test_hand_edits_are_put_right_spec_changes_roll_out_and_delete_cleans_up(
         namespace, label_selector="app.kubernetes.io/component=broker"
     ).items
 
-    # Someone edits the Deployment by hand: the next reconcile restores it.
-    apps.patch_namespaced_deployment(
+    # Someone edits the StatefulSet by hand: the next reconcile restores it.
+    apps.patch_namespaced_stateful_set(
         "em-inference",
         namespace,
         {
