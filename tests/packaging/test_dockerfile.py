@@ -345,7 +345,8 @@ def test_kind_script_makes_the_cluster_and_image_then_runs_the_shared_steps():
     assert positions == sorted(positions)
     shared = (REPO / "hack" / "e2e-steps.sh").read_text()
     assert "steps=(mlflow install edgemodel simulator heal)" in shared
-    manifests = ("examples/mlflow.yaml", "helm/edgemodel", "examples/edgemodel.yaml", "examples/simulator.yaml")
+    manifests = ("examples/mlflow.yaml", "helm/edgemodel", "examples/edgemodel.yaml",
+                 "examples/simulator.yaml")  # fmt: skip
     for manifest in manifests:
         assert manifest in shared
     assert "edgemodel-simulator" in SCRIPTS
