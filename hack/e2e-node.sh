@@ -13,7 +13,8 @@
 #       network namespaces, unmounts everything under DIR, deletes the bridge and the pod
 #       cgroups. Safe to run twice.
 #
-# Environment: EDGEMODEL_NODE_BRIDGE (embr0), EDGEMODEL_POD_CIDR (10.244.77.0/24),
+# Environment: EDGEMODEL_NODE_BRIDGE (embr0), EDGEMODEL_NODE_CGROUP_ROOT (/edgemodel-<bridge>),
+# EDGEMODEL_POD_CIDR (10.244.77.0/24),
 # EDGEMODEL_SERVICE_CIDR (10.0.0.0/24, the harness control plane's), EDGEMODEL_CLUSTER_DNS
 # (10.0.0.10).
 set -euo pipefail
@@ -24,6 +25,11 @@ POD_CIDR="${EDGEMODEL_POD_CIDR:-10.244.77.0/24}"
 SERVICE_CIDR="${EDGEMODEL_SERVICE_CIDR:-10.0.0.0/24}"
 CLUSTER_DNS="${EDGEMODEL_CLUSTER_DNS:-10.0.0.10}"
 CNI_BIN=/usr/lib/cni
+# Every name below is the node's own, so two nodes (a developer's and CI's, or two test runs)
+# on one machine do not touch each other's bridge, Pod cgroups or iptables rules. Two kubelets
+# with the same cgroupRoot would each remove the other's Pod cgroups as orphans.
+CGROUP_ROOT="${EDGEMODEL_NODE_CGROUP_ROOT:-/edgemodel-$BRIDGE}"
+NETWORK="edgemodel-$BRIDGE"
 
 log() { printf '[e2e-node] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -98,12 +104,14 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
     stream_server_address = '127.0.0.1'
     stream_server_port = '0'
 EOF
-  # Pods on a bridge of their own. No default route: host-local adds routes only for the pod
-  # and Service CIDRs, and no masquerading, so nothing from a Pod can leave this machine.
+  # Pods on a bridge of their own. No default route: the pod CIDR is on-link, host-local adds
+  # one route, for the Service CIDR via the bridge; no masquerading. So nothing from a Pod can
+  # leave this machine. (A route for the pod CIDR via the gateway would only send pod-to-pod
+  # traffic through the host.)
   cat > "$dir/cni/net.d/10-edgemodel.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
-  "name": "edgemodel-e2e",
+  "name": "$NETWORK",
   "plugins": [
     {
       "type": "bridge",
@@ -116,7 +124,7 @@ EOF
         "type": "host-local",
         "dataDir": "$dir/cni/ipam",
         "ranges": [[{"subnet": "$POD_CIDR"}]],
-        "routes": [{"dst": "$POD_CIDR"}, {"dst": "$SERVICE_CIDR"}]
+        "routes": [{"dst": "$SERVICE_CIDR"}]
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}}
@@ -130,8 +138,10 @@ EOF
   if [[ -n "$5" ]]; then
     auth="authentication:
   anonymous: {enabled: false}
-  webhook: {enabled: true}${KUBELET_CLIENT_CA:+
-  x509: {clientCAFile: $KUBELET_CLIENT_CA}}
+  webhook: {enabled: true}"
+    if [[ -n "${KUBELET_CLIENT_CA:-}" ]]; then auth="$auth
+  x509: {clientCAFile: $KUBELET_CLIENT_CA}"; fi
+    auth="$auth
 authorization:
   mode: Webhook"
   else
@@ -147,14 +157,15 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
+cgroupRoot: $CGROUP_ROOT
 failSwapOn: false
 containerRuntimeEndpoint: unix://$dir/containerd.sock
 imageServiceEndpoint: unix://$dir/containerd.sock
 staticPodPath: $dir/manifests
 podLogsDir: $dir/pod-logs
-address: 127.0.0.1
 port: ${KUBELET_PORT:-$(free_port)}
 readOnlyPort: 0
+# address: the bridge gateway, given as --address by cmd_up (flags win over this file)
 healthzBindAddress: 127.0.0.1
 healthzPort: $healthz
 $auth
@@ -203,8 +214,24 @@ cmd_up() {
   wait_for containerd 30 "$bin/ctr" --address "$dir/containerd.sock" version
   if (( import )); then "$HACK/images.sh" import --address "$dir/containerd.sock" --ctr "$bin/ctr"; fi
 
+  # The bridge, made before kubelet so that kubelet can serve on it: the node's IP is the
+  # bridge's gateway address (kubelet refuses a loopback node IP: "nodeIP can't be loopback
+  # address", and then the Node has no address, so no logs/exec and no metrics-server).
+  # The CNI bridge plugin then finds it and keeps it.
+  local gw prefix
+  read -r gw prefix < <(python3 -c 'import ipaddress,sys; n=ipaddress.ip_network(sys.argv[1]); print(n.network_address+1, n.prefixlen)' "$POD_CIDR")
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$gw/$prefix" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+  fi
+  # kubelet wants its cgroupRoot to exist in every hierarchy (cgroup v1 here).
+  local cg
+  for cg in /sys/fs/cgroup/*/ /sys/fs/cgroup/unified/; do
+    [[ -e "$cg/cgroup.procs" ]] && mkdir -p "$cg${CGROUP_ROOT#/}"
+  done
   local args=(--config "$dir/kubelet.yaml" --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki"
-    --hostname-override "$name" --node-ip 127.0.0.1 --v "${KUBELET_V:-1}")
+    --hostname-override "$name" --node-ip "$gw" --address "$gw" --v "${KUBELET_V:-1}")
   [[ -n "$kubeconfig" ]] && args+=(--kubeconfig "$kubeconfig")
   log "kubelet: node $name${kubeconfig:+, API server of $kubeconfig} (log $dir/logs/kubelet.log)"
   setsid "$bin/kubelet" "${args[@]}" >"$dir/logs/kubelet.log" 2>&1 < /dev/null &
@@ -255,7 +282,7 @@ cmd_down() {
   done
   # Containers' processes still alive (runc state under the shim's root): kill by cgroup.
   local cg
-  for cg in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods; do
+  for cg in /sys/fs/cgroup/*"$CGROUP_ROOT" /sys/fs/cgroup/unified"$CGROUP_ROOT"; do
     [[ -d "$cg" ]] || continue
     find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   done
@@ -272,12 +299,18 @@ cmd_down() {
   # portmap's chains, if it made any.
   local t
   for t in nat filter; do
-    iptables -t "$t" -S 2>/dev/null | grep -E 'CNI-(HOSTPORT|DN-)' | grep -- '^-A' | sed 's/^-A/-D/' |
-      while read -r rule; do eval "iptables -t $t $rule" 2>/dev/null || true; done
+    iptables -t "$t" -S 2>/dev/null | grep -E 'CNI-(HOSTPORT|DN-)' | grep -F "\\\"$NETWORK\\\"" | grep -- '^-A' | sed 's/^-A/-D/' |
+      while read -r rule; do eval "iptables -t $t $rule" 2>/dev/null || true; done || true
   done
   # Pod cgroups kubelet made (cgroupfs driver, cgroup v1 and the unified tree).
-  for cg in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods; do
-    [[ -d "$cg" ]] && find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  # (a cgroup whose killed processes are still exiting cannot be removed yet: retry a while)
+  local try
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    for cg in /sys/fs/cgroup/*"$CGROUP_ROOT" /sys/fs/cgroup/unified"$CGROUP_ROOT"; do
+      if [[ -d "$cg" ]]; then find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
+    done
+    compgen -G "/sys/fs/cgroup/*$CGROUP_ROOT" >/dev/null || break
+    sleep 0.5
   done
   # Shim sockets we added; /var/log/containers links into this node's pod logs.
   if [[ -f "$dir/shim-sockets.before" && -d /run/containerd/s ]]; then
