@@ -284,6 +284,7 @@ cmd_down() {
   local cg
   for cg in /sys/fs/cgroup/*"$CGROUP_ROOT" /sys/fs/cgroup/unified"$CGROUP_ROOT"; do
     [[ -d "$cg" ]] || continue
+    # shellcheck disable=SC2038  # cgroup.procs holds only PIDs
     find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   done
   sleep 0.5
@@ -304,8 +305,8 @@ cmd_down() {
   done
   # Pod cgroups kubelet made (cgroupfs driver, cgroup v1 and the unified tree).
   # (a cgroup whose killed processes are still exiting cannot be removed yet: retry a while)
-  local try
-  for try in 1 2 3 4 5 6 7 8 9 10; do
+  local _
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
     for cg in /sys/fs/cgroup/*"$CGROUP_ROOT" /sys/fs/cgroup/unified"$CGROUP_ROOT"; do
       if [[ -d "$cg" ]]; then find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
     done

@@ -55,7 +55,8 @@ have() { [[ -x "$BIN/$1" ]]; }
 # shown (the tail) only when it fails.
 run_long() {  # what command...
   local what="$1"; shift
-  local logf="$NODE/logs/$(echo "$what" | tr ' /' '__').log"
+  local logf
+  logf="$NODE/logs/$(echo "$what" | tr ' /' '__').log"
   mkdir -p "$NODE/logs"
   local t0=$SECONDS
   "$@" >"$logf" 2>&1 &
@@ -150,7 +151,7 @@ build_metrics_server() {
     cd "$mod"
     run_long "go get metrics-server" go get -tool "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
     run_long "go build metrics-server" go build \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$METRICS_SERVER_VERSION" \
+      -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
       -o "$BIN/metrics-server.tmp" sigs.k8s.io/metrics-server/cmd/metrics-server
     mv "$BIN/metrics-server.tmp" "$BIN/metrics-server"
   )
