@@ -12,9 +12,10 @@
 # reuses what the control-plane build compiled.
 #
 # containerd: 2.x built from source, not Debian bookworm's containerd 1.6.20. 2.x builds here
-# with CGO_ENABLED=0 (about 3 minutes cold) and runs the Pods of the e2e under runc 1.1.5;
-# 1.6 is past its end of life, lacks the RuntimeConfig CRI call (kubelet then falls back to
-# its own cgroup-driver setting) and reads the older config format. See docs/real-node.md.
+# with CGO_ENABLED=0 (about 5 minutes cold) and runs the e2e's Pods under Debian's runc 1.1.5
+# (checked); its restrict_oom_score_adj replaces a runc wrapper on this VM, where root cannot
+# lower oom_score_adj. 1.6 is past its end of life and lacks the RuntimeConfig CRI call
+# (kubelet then falls back to its own cgroup-driver setting). See docs/real-node.md.
 #
 # Usage: hack/node-tools.sh            install/build what is missing, print the bin directory
 #        hack/node-tools.sh --print    only print the bin directory
