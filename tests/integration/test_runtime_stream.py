@@ -37,15 +37,8 @@ def test_stream_predictions_metrics_and_http(mosquitto_broker, mlflow_server, un
     b = mosquitto_broker
     version = testing.publish_model(mlflow_server.uri, unique_name)
     settings = testing.for_broker(b, mlflow_server.uri, unique_name)
-    collector = testing.Collector(
-        b.host,
-        b.port,
-        b.username,
-        b.password,
-        topic=f"{unique_name}/predictions/#",
-        client_id=f"{unique_name}-collector",
-    )
-    publisher = testing.Publisher(b.host, b.port, b.username, b.password, f"{unique_name}-publisher")
+    collector = testing.collector_for(b, unique_name)
+    publisher = testing.publisher_for(b, unique_name)
     runtime = app.App(settings).start()
     try:
         reg = runtime.metrics.registry
