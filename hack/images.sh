@@ -419,8 +419,10 @@ cmd_build() {
       [[ "$short" == edgemodel ]] && ensure_loaded "$IMG_BASE" "$(archive base "$(key_base)")"
       "$builder" "$out"
       log "  $image: built in $((SECONDS - t0)) s"
-      # Keep only the newest archive of each image.
+      # Keep only the newest archive of each image, and drop the images it replaced from
+      # buildah's storage (vfs keeps a full copy of every layer).
       find "$OUT" -maxdepth 1 -name "$short-*.tar" ! -path "$out" -delete
+      bah rmi --prune >/dev/null 2>&1 || true
     fi
     printf '%s %s %s\n' "$image" "$out" "$(human "$(stat -c %s "$out")")"
   done
