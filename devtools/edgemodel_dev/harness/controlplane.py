@@ -354,7 +354,12 @@ class ControlPlane:
         )
 
     def kubectl(
-        self, *args: str, kubeconfig: pathlib.Path | None = None, check: bool = True, stdin: str | None = None
+        self,
+        *args: str,
+        kubeconfig: pathlib.Path | None = None,
+        check: bool = True,
+        stdin: str | None = None,
+        timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl against this control plane."""
         return subprocess.run(
@@ -363,7 +368,7 @@ class ControlPlane:
             text=True,
             check=check,
             input=stdin,
-            timeout=120,
+            timeout=timeout,
         )
 
     def add_node(

@@ -135,9 +135,28 @@ class Node:
         try:
             self._start(timeout)
         except BaseException:
+            self.diagnose()
             self.stop()
             raise
         return self
+
+    def diagnose(self) -> pathlib.Path:
+        """Write what the cluster looks like (Pods, events, the add-ons' logs) to ``logs/diagnostics.txt``."""
+        out = self.workdir / "logs" / "diagnostics.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        commands = [
+            ("get", "nodes,pods,services,endpointslices", "-A", "-o", "wide"),
+            ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+            ("get", "apiservices", "-o", "wide"),
+            ("-n", "kube-system", "logs", "deployment/coredns", "--tail=50"),
+            ("-n", "kube-system", "logs", "deployment/metrics-server", "--tail=80"),
+        ]
+        with out.open("w") as f:
+            for args in commands:
+                with contextlib.suppress(Exception):
+                    result = self.plane.kubectl(*args, check=False, timeout=30)
+                    f.write(f"$ kubectl {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+        return out
 
     def _start(self, timeout: float) -> None:
         wd = self.workdir
@@ -203,10 +222,22 @@ class Node:
         docs += _render(_ADDONS / "metrics-server.yaml", IMAGE=nodetools.image("metrics-server"))
         self.plane.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
         self.plane.kubectl(
-            "-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={timeout:.0f}s"
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "deployment/coredns",
+            f"--timeout={timeout:.0f}s",
+            timeout=timeout + 30,
         )
         self.plane.kubectl(
-            "-n", "kube-system", "rollout", "status", "deployment/metrics-server", f"--timeout={timeout:.0f}s"
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "deployment/metrics-server",
+            f"--timeout={timeout:.0f}s",
+            timeout=timeout + 30,
         )
         processes.wait_until(
             lambda: (
