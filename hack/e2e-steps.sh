@@ -20,6 +20,7 @@
 #   IMAGE                      the project's image, repository:tag        (edgemodel:dev)
 #   IMAGE_PULL_POLICY          for the operator and the Pods it starts    (IfNotPresent)
 #   BROKER_IMAGE               the managed Mosquitto image                (the chart's default)
+#   MLFLOW_IMAGE               MLflow's image instead of examples/mlflow.yaml's own
 #   NAMESPACE                  namespace of the operator release          (edgemodel-system)
 #   DRIFT_AT                   seconds of stationary data before the shift (120)
 #   TIMEOUT                    seconds for the heal after the simulator starts (1200)
@@ -75,8 +76,12 @@ wait_for() {
 }
 
 step_mlflow() {
-  log "Installing MLflow (examples/mlflow.yaml)"
-  k apply -f "${ROOT}/examples/mlflow.yaml"
+  log "Installing MLflow (examples/mlflow.yaml${MLFLOW_IMAGE:+, image ${MLFLOW_IMAGE}})"
+  if [[ -n "${MLFLOW_IMAGE:-}" ]]; then
+    sed -e "s|image: ghcr.io/mlflow/mlflow:.*|image: ${MLFLOW_IMAGE}|" "${ROOT}/examples/mlflow.yaml" | k apply -f -
+  else
+    k apply -f "${ROOT}/examples/mlflow.yaml"
+  fi
   k -n mlflow rollout status deployment/mlflow --timeout=300s
 }
 

@@ -9,6 +9,8 @@
 #   localhost/edgemodel/pause:e2e               the Pod sandbox image (a static Go pause program)
 #   localhost/edgemodel/coredns:<version>       static coredns in a scratch image
 #   localhost/edgemodel/metrics-server:<version> static metrics-server in a scratch image
+#   localhost/edgemodel/mlflow:v<version>       examples/mlflow.yaml's MLflow release from PyPI
+#                                                (hack/mlflow.Dockerfile) on the base above
 #
 # Builder: Debian's buildah with --storage-driver vfs and --isolation chroot, storage under
 # ~/.cache/edgemodel/buildah. Archives: ~/.cache/edgemodel/images/<name>-<key>.tar, where
@@ -49,6 +51,9 @@ IMG_BROKER="$PREFIX/mosquitto:e2e"
 IMG_PAUSE="$PREFIX/pause:e2e"
 IMG_COREDNS="$PREFIX/coredns:$COREDNS_VERSION"
 IMG_METRICS="$PREFIX/metrics-server:$METRICS_SERVER_VERSION"
+# The MLflow release examples/mlflow.yaml pins, so the example and this image never disagree.
+MLFLOW_VERSION="$(sed -n 's|^ *image: ghcr.io/mlflow/mlflow:v\([0-9.]*\)$|\1|p' "$REPO/examples/mlflow.yaml")"
+IMG_MLFLOW="$PREFIX/mlflow:v$MLFLOW_VERSION"
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -322,6 +327,22 @@ build_project() {  # archive
   export_image "$IMG_PROJECT" "$1"
 }
 
+key_mlflow() {
+  { echo "rev=$SCRIPT_REV base=$(key_base) mlflow=$MLFLOW_VERSION"; sha256sum "$HACK/mlflow.Dockerfile"; } | hash_text
+}
+
+build_mlflow() {  # archive
+  log "MLflow image $IMG_MLFLOW: hack/mlflow.Dockerfile, mlflow==$MLFLOW_VERSION from PyPI (about 3 min cold)"
+  local pipdir="$WORK/pip"
+  build_pip_conf "$pipdir"
+  run_long "buildah bud $IMG_MLFLOW" bah bud --isolation chroot --layers=false --force-rm --quiet \
+    --build-arg "BASE_IMAGE=$IMG_BASE" --build-arg "MLFLOW_VERSION=$MLFLOW_VERSION" \
+    --volume "$pipdir/home:/root:ro" \
+    --tag "$IMG_MLFLOW" --file "$HACK/mlflow.Dockerfile" "$HACK"
+  check_no_build_settings "$IMG_MLFLOW" "$pipdir/home/.config/pip/pip.conf"
+  export_image "$IMG_MLFLOW" "$1"
+}
+
 # Fail if the image's config or history mentions the build's pip settings, or if a layer holds
 # the mounted files.
 check_no_build_settings() {  # image pip.conf
@@ -386,6 +407,7 @@ IMAGES=(
   "pause $IMG_PAUSE key_pause build_pause"
   "coredns $IMG_COREDNS coredns build_coredns"
   "metrics-server $IMG_METRICS metrics-server build_metrics_server"
+  "mlflow $IMG_MLFLOW key_mlflow build_mlflow"
 )
 
 key_of() {  # key-function
@@ -416,7 +438,7 @@ cmd_build() {
     else
       t0=$SECONDS
       log "$i/${#IMAGES[@]} $image: building"
-      [[ "$short" == edgemodel ]] && ensure_loaded "$IMG_BASE" "$(archive base "$(key_base)")"
+      [[ "$short" == edgemodel || "$short" == mlflow ]] && ensure_loaded "$IMG_BASE" "$(archive base "$(key_base)")"
       "$builder" "$out"
       log "  $image: built in $((SECONDS - t0)) s"
       # Keep only the newest archive of each image, and drop the images it replaced from
@@ -437,8 +459,8 @@ cmd_print() {
 }
 
 cmd_names() {
-  printf 'BASE=%s\nEDGEMODEL=%s\nBROKER=%s\nPAUSE=%s\nCOREDNS=%s\nMETRICS_SERVER=%s\n' \
-    "$IMG_BASE" "$IMG_PROJECT" "$IMG_BROKER" "$IMG_PAUSE" "$IMG_COREDNS" "$IMG_METRICS"
+  printf 'BASE=%s\nEDGEMODEL=%s\nBROKER=%s\nPAUSE=%s\nCOREDNS=%s\nMETRICS_SERVER=%s\nMLFLOW=%s\n' \
+    "$IMG_BASE" "$IMG_PROJECT" "$IMG_BROKER" "$IMG_PAUSE" "$IMG_COREDNS" "$IMG_METRICS" "$IMG_MLFLOW"
 }
 
 cmd_import() {
