@@ -96,11 +96,25 @@ def instructions(text: str) -> list[Instruction]:
     return out
 
 
-def stages(text: str) -> list[Stage]:
-    found: list[Stage] = []
+def global_args(text: str) -> dict[str, str]:
+    """Defaults of the ARGs before the first FROM: the only ones a FROM line can use."""
+    found: dict[str, str] = {}
     for ins in instructions(text):
         if ins.keyword == "FROM":
-            words = [w for w in ins.args.split() if not w.startswith("--")]
+            break
+        if ins.keyword == "ARG":
+            name, _, default = ins.args.partition("=")
+            found[name.strip()] = default.strip().strip('"')
+    return found
+
+
+def stages(text: str) -> list[Stage]:
+    found: list[Stage] = []
+    defaults = global_args(text)
+    for ins in instructions(text):
+        if ins.keyword == "FROM":
+            args = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults.get(m[1] or m[2], m[0]), ins.args)
+            words = [w for w in args.split() if not w.startswith("--")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
             found.append(Stage(words[0], name, []))
         elif found:
