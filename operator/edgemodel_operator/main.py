@@ -11,7 +11,19 @@ import kopf
 
 from edgemodel_operator import handlers
 
-__all__ = ["main"]
+__all__ = ["configure_logging", "main"]
+
+
+def configure_logging(level: str) -> None:
+    """One JSON object per line on stderr, with kopf's own JSON log format.
+
+    kopf's formatter (python-json-logger) escapes quotes and newlines, adds ``extra``
+    fields, the exception and, for kopf's per-object logs, the object's reference.
+    """
+    kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
+    logging.getLogger().setLevel(level.upper())
+    # kopf reports every handler run at INFO; the operator's own log says what changed.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,12 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":%(message)r}',
-    )
-    # kopf reports every handler run at INFO; the operator's own log says what changed.
-    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(args.log_level)
     settings = handlers.SETTINGS
     namespaces = handlers.watched_namespaces(args.namespace)
     kopf.run(
