@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup system venv tools observability test unit lint audit crd demo clean
+.PHONY: setup system venv tools observability node test e2e unit lint audit crd demo clean
 
 setup: system venv tools observability
 
@@ -26,8 +26,16 @@ tools:  ## etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, h
 observability:  ## prometheus and promtool (apt), kube-state-metrics (cached): the alert tests
 	@bash hack/observability-tools.sh >/dev/null  # progress goes to stderr; stdout is the bin directory
 
-test: setup  ## the whole test suite on real components
+node:  ## the real node's parts (containerd, kubelet, kube-proxy, CoreDNS, metrics-server) and images (cached)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  bash hack/node-tools.sh >/dev/null && bash hack/images.sh build >/dev/null; \
+	else echo "Skipping the real node: it needs root (tests/e2e will be skipped)"; fi
+
+test: setup node  ## the whole test suite on real components, with tests/e2e on a real node when it can start
 	$(PY) -m pytest
+
+e2e: setup node  ## only the end-to-end tests in real containers; fails if the node cannot start
+	EDGEMODEL_E2E=require EDGEMODEL_E2E_REPORT=bench/results/e2e.json $(PY) -m pytest tests/e2e
 
 unit: venv  ## fast unit tests only: no I/O, no subprocesses, no network (packaging checks run in make test)
 	$(PY) -m pytest tests/unit -m "not packaging"

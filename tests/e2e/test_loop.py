@@ -31,7 +31,7 @@ from edgemodel_dev.harness import node, nodetools, processes
 from tests.e2e import probe
 from tests.e2e.conftest import REPO, Steps
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 EM = "line1-temperature"
 NS = "default"
