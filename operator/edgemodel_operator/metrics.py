@@ -7,12 +7,49 @@ I/O: none here; ``edgemodel_operator.main`` serves the registry over HTTP.
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Iterator
 
 import prometheus_client as prom
+from prometheus_client import metrics_core
+from prometheus_client.registry import Collector
 
 from edgemodel import api
 
-__all__ = ["OperatorMetrics"]
+__all__ = ["OperatorMetrics", "ServingModels"]
+
+
+class ServingModels(Collector):
+    """``edgemodel_model_info``: 1 for each EdgeModel's serving model version, read at scrape time.
+
+    A labelled Gauge would keep the old version's series at 1 after a promotion (its
+    labels are the version); this collector holds one entry per EdgeModel and yields only
+    what is serving now.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._serving: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def set(self, namespace: str, name: str, model: str, version: str) -> None:
+        with self._lock:
+            self._serving[(namespace, name)] = (model, version)
+
+    def remove(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._serving.pop((namespace, name), None)
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        family = metrics_core.GaugeMetricFamily(
+            "edgemodel_model_info",
+            "1 for the serving model version",
+            labels=["namespace", "edgemodel", "model", "version"],
+        )
+        with self._lock:
+            serving = sorted(self._serving.items())
+        for (namespace, name), (model, version) in serving:
+            family.add_metric([namespace, name, model, version], 1.0)
+        yield family
 
 
 class OperatorMetrics:
@@ -58,12 +95,8 @@ class OperatorMetrics:
         self.retrains = prom.Gauge(
             "edgemodel_retrains", "Retraining Jobs started for the EdgeModel", labels, registry=registry
         )
-        self.model_info = prom.Gauge(
-            "edgemodel_model_info",
-            "1 for the serving model version",
-            [*labels, "model", "version"],
-            registry=registry,
-        )
+        self.model_info = ServingModels()
+        registry.register(self.model_info)
         self.model_trained = prom.Gauge(
             "edgemodel_model_last_trained_timestamp_seconds",
             "When the serving model's last training finished",
@@ -82,7 +115,9 @@ class OperatorMetrics:
                 self.condition.labels(*key, cond.type, value).set(1.0 if cond.status == value else 0.0)
         self.retrains.labels(*key).set(status.retraining.count)
         if status.model.version is not None and status.model.name is not None:
-            self.model_info.labels(*key, status.model.name, status.model.version).set(1)
+            self.model_info.set(*key, status.model.name, status.model.version)
+        else:
+            self.model_info.remove(*key)
         if status.model.last_trained_time is not None:
             self.model_trained.labels(*key).set(status.model.last_trained_time.timestamp())
 
@@ -91,7 +126,7 @@ class OperatorMetrics:
         for gauge in (self.drift_rmse, self.drift_threshold, self.retrains, self.model_trained):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
-        for gauge in (self.condition, self.model_info):
-            for labels in list(getattr(gauge, "_metrics", {})):
-                if labels[:2] == (namespace, name):
-                    gauge.remove(*labels)
+        self.model_info.remove(namespace, name)
+        for labels in list(getattr(self.condition, "_metrics", {})):
+            if labels[:2] == (namespace, name):
+                self.condition.remove(*labels)
