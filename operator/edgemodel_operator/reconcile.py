@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edgemodel import api
-from edgemodel_operator import kube, metrics, names, observe, render, status
+from edgemodel_operator import kube, metrics, names, observe, render, status, summary
 from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel, InvalidSpecError
 from edgemodel_operator.settings import Settings
@@ -94,10 +94,13 @@ class Reconciler:
         self._clock = clock
         self.settings = settings
         self.metrics = operator_metrics
-        self._pruned_generation: dict[str, int] = {}
+        # Every cache is keyed by the EdgeModel's (namespace, name), holds at most one entry
+        # per live EdgeModel (``_applied_at``: one per child the spec wants now), and
+        # :meth:`forget` drops all of them when the EdgeModel is gone.
+        self._pruned_generation: dict[tuple[str, str], tuple[str, int]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._seen: dict[tuple[str, str], tuple[str | None, float]] = {}
-        self._applied_at: dict[tuple[str, str, str], str] = {}
+        self._applied_at: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
         self._passwords: dict[tuple[str, str], tuple[str, str]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -124,8 +127,14 @@ class Reconciler:
         self._passwords[key] = (em.uid, password)
         return password
 
-    def _change(self, obj: Mapping[str, Any], started: str) -> str | None:
-        """``Created``/``Updated`` when this apply changed the object, from its managedFields."""
+    def _change(
+        self, obj: Mapping[str, Any], started: str, previous: str | None, applied: dict[tuple[str, str], str]
+    ) -> str | None:
+        """``Created``/``Updated`` when this apply changed the object, from its managedFields.
+
+        ``previous`` is the object's managedFields time after the last pass's apply; this
+        pass's goes into ``applied``.
+        """
         meta = obj.get("metadata") or {}
         ours = [
             m
@@ -135,9 +144,7 @@ class Reconciler:
             and not m.get("subresource")
         ]
         stamp = str(ours[0].get("time") or "") if ours else ""
-        key = (str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
-        previous = self._applied_at.get(key)
-        self._applied_at[key] = stamp
+        applied[(str(obj.get("kind")), str(meta.get("name")))] = stamp
         if previous is not None and stamp == previous:
             return None
         if stamp and stamp == meta.get("creationTimestamp") and stamp >= started:
@@ -241,10 +248,27 @@ class Reconciler:
         self._seen[(namespace, name)] = (resource_version, self._clock() + wait)
 
     def forget(self, namespace: str, name: str) -> None:
-        """The EdgeModel is gone: drop what :meth:`due` knew about it."""
-        self._seen.pop((namespace, name), None)
-        self._dirty.discard((namespace, name))
-        self._passwords.pop((namespace, name), None)
+        """The EdgeModel is gone: drop everything kept about it."""
+        key = (namespace, name)
+        self._seen.pop(key, None)
+        self._dirty.discard(key)
+        self._passwords.pop(key, None)
+        self._pruned_generation.pop(key, None)
+        self._applied_at.pop(key, None)
+
+    def tracked_children(self, namespace: str, name: str) -> frozenset[tuple[str, str]]:
+        """The (kind, name) of the children whose last apply this replica remembers."""
+        return frozenset(self._applied_at.get((namespace, name), {}))
+
+    def cached(self) -> set[tuple[str, str]]:
+        """The EdgeModels any cache holds something about (for tests and debugging)."""
+        return {
+            *self._seen,
+            *self._dirty,
+            *self._passwords,
+            *self._pruned_generation,
+            *self._applied_at,
+        }
 
     # ------------------------------------------------------------------ the pass
 
@@ -293,19 +317,24 @@ class Reconciler:
         desired = render.desired(em, self.settings, generated_password=self._generated_password(em))
         created, updated = [], []
         by_name: dict[tuple[str, str], dict[str, Any]] = {}
+        last_applied = self._applied_at.get(key, {})
+        applied: dict[tuple[str, str], str] = {}
         for obj in desired:
             result = self.kube.apply(obj)
-            by_name[(obj["kind"], obj["metadata"]["name"])] = result
-            change = self._change(result, started)
+            child = (obj["kind"], obj["metadata"]["name"])
+            by_name[child] = result
+            change = self._change(result, started, last_applied.get(child), applied)
             label = f"{obj['kind']} {obj['metadata']['name']}"
             if change == "Created":
                 created.append(label)
             elif change == "Updated":
                 updated.append(label)
+        # Only the children the spec wants now: one pruned or renamed leaves no entry behind.
+        self._applied_at[key] = applied
         pruned: list[str] = []
-        if self._pruned_generation.get(em.uid) != em.generation:
+        if self._pruned_generation.get(key) != (em.uid, em.generation):
             pruned = self._prune(em, desired)
-            self._pruned_generation[em.uid] = em.generation
+            self._pruned_generation[key] = (em.uid, em.generation)
 
         pods = self.kube.list("Pod", namespace, names.selector(name, "inference"))
         observed = status.Observed(
@@ -313,7 +342,7 @@ class Reconciler:
             broker=observe.deployment(by_name.get(("Deployment", names.broker(name))))
             if em.spec.broker.managed
             else None,
-            live_pods={p["metadata"]["name"] for p in pods},
+            live_pods=summary.replica_pods(pods, statefulset=names.inference(name)),
             jobs=self._job_infos(em, now),
         )
         plan = status.plan(em, observed, now=now, settings=self.settings)
@@ -338,6 +367,16 @@ class Reconciler:
                     self.metrics.jobs_started.labels(req.kind).inc()
 
         patch = _status_patch(em.status, plan.status, plan.gone_replicas)
+        if plan.hold:
+            # The stored status does not parse: write the condition that says so, nothing else.
+            patch = {
+                "status": {
+                    "conditions": [c.model_dump(by_alias=True, mode="json") for c in plan.status.conditions]
+                }
+            }
+        if self.metrics:
+            for _pod, why in plan.ignored_reports:
+                self.metrics.drift_reports_ignored.labels(why).inc()
         if patch is not None:
             rv = (self.kube.patch_status(namespace, name, patch).get("metadata") or {}).get("resourceVersion")
         self.passed(namespace, name, rv, plan.requeue_after)
