@@ -11,7 +11,8 @@ detectors read), so tuning is in units of the drift threshold:
   alternating ±1 or ±1.5 threshold component) from a random change point on; the
   threshold is 2 × the model's RMSE on the clean series, as an operator would set it.
 
-Detectors: EdgeModel's Page-Hinkley and ADWIN (``edgemodel_runtime.drift``), the plain
+Detectors: EdgeModel's Page-Hinkley and adaptive window (rise only, with ADWIN's bound;
+``edgemodel_runtime.drift``), the plain
 rolling-RMSE threshold rule, and the whole rule a replica reports (``DriftMonitor``:
 Page-Hinkley latched plus the threshold); against river's ``drift.ADWIN``,
 ``drift.PageHinkley`` (default, and with EdgeModel's tuning) and ``drift.KSWIN``, with
@@ -103,7 +104,7 @@ def _river(kind: str, **kw: Any) -> Callable[[], Any]:
 
 DETECTORS: dict[str, tuple[str, Callable[[], Any]]] = {
     "em_page_hinkley": ("EdgeModel Page-Hinkley", _edgemodel("page_hinkley")),
-    "em_adwin": ("EdgeModel ADWIN", _edgemodel("adwin")),
+    "em_window_rise": ("EdgeModel adaptive window, rise only", _edgemodel("adaptive_window_rise")),
     "em_threshold": ("EdgeModel threshold rule (RMSE, window 100)", ThresholdRule),
     "em_monitor": ("EdgeModel DriftMonitor (PH + threshold, as reported)", MonitorRule),
     "river_adwin": ("river ADWIN (default)", _river("ADWIN")),

@@ -60,8 +60,13 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 ALGORITHMS = ("ridge", "random_forest", "gradient_boosting")
 Algorithm = Literal["ridge", "random_forest", "gradient_boosting"]
-DetectorName = Literal["page_hinkley", "adwin", "none"]
-"""The change detectors on the error stream (the runtime's ``edgemodel_runtime.drift``)."""
+DetectorName = Literal["page_hinkley", "adaptive_window_rise", "none"]
+"""The change detectors on the error stream (the runtime's ``edgemodel_runtime.drift``).
+
+Both are one-sided, written for EdgeModel: ``page_hinkley`` is a Page-Hinkley test for a
+rise of the mean; ``adaptive_window_rise`` is an adaptive window with ADWIN's bound that
+signals only a rise. Neither is river's two-sided ADWIN, so no value is named ``adwin``.
+"""
 
 # An MQTT topic filter: levels split by '/', '+' only as a whole level, '#' only as the
 # whole last level. Empty levels are legal MQTT. The same expression is used by the CEL
@@ -244,7 +249,9 @@ class DriftSpec(_Model):
         DetectorName,
         Field(
             description="Statistical change detector on the error stream, run beside the "
-            "rolling-RMSE rule to catch drift earlier."
+            "rolling-RMSE rule to catch drift earlier. Both detectors are one-sided (only a "
+            "rising error signals): page_hinkley is a Page-Hinkley test; adaptive_window_rise "
+            "is an adaptive window tested with ADWIN's bound."
         ),
     ] = "page_hinkley"
 

@@ -79,7 +79,8 @@ class Metrics:
         )
         self.detector_statistic = prom.Gauge(
             "edgemodel_drift_detector_statistic",
-            "The change detector's test statistic (Page-Hinkley excess, or ADWIN gap minus bound).",
+            "The change detector's test statistic (Page-Hinkley excess, or the adaptive "
+            "window's largest rise minus its bound).",
             registry=r,
         )
         self.detections = prom.Counter(
