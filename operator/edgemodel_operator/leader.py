@@ -4,6 +4,12 @@ Only the replica holding the Lease reconciles; the others stand by and take over
 the holder stops renewing for ``lease_duration_seconds``. Acquisition and renewal are
 optimistic writes on the Lease's resourceVersion, so two replicas cannot both win.
 
+Expiry is measured as client-go measures it: on this replica's monotonic clock, from
+when it last saw the Lease's record (holder, renewTime, ...) change, never by comparing
+the holder's renewTime with this replica's wall clock, so clock skew between nodes
+cannot hand the Lease over early or late. A released Lease has no holder and may be
+taken at once.
+
 I/O: the Lease, through :class:`edgemodel_operator.kube.Kube`.
 """
 
@@ -11,6 +17,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from edgemodel_operator import kube, observe
@@ -30,19 +38,39 @@ def _fmt(ts: datetime.datetime) -> str:
 
 class LeaderElector:
     def __init__(
-        self, client: kube.Kube, *, namespace: str, name: str, identity: str, duration_seconds: float
+        self,
+        client: kube.Kube,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime.datetime] = _now,
     ) -> None:
         self._kube = client
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.duration = datetime.timedelta(seconds=duration_seconds)
-        self._leading_until: datetime.datetime | None = None
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._leading_until: float | None = None
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
 
     @property
     def is_leader(self) -> bool:
-        """True while a renewal succeeded within the last lease duration."""
-        return self._leading_until is not None and _now() < self._leading_until
+        """True while a renewal succeeded within the last two thirds of a lease duration."""
+        return self._leading_until is not None and self._clock() < self._leading_until
+
+    def _observe(self, spec: dict[str, Any]) -> float:
+        """Note the Lease's record; return when (on the local clock) it last changed."""
+        fields = ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions", "leaseDurationSeconds")
+        record = tuple(spec.get(k) for k in fields)
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._clock()
+        return self._observed_at
 
     def _spec(self, now: datetime.datetime, transitions: int, acquire: datetime.datetime) -> dict[str, Any]:
         return {
@@ -55,7 +83,8 @@ class LeaderElector:
 
     def step(self) -> bool:
         """Try once to acquire or renew the Lease; return whether this replica leads."""
-        now = _now()
+        now = self._wall_clock()
+        started = self._clock()  # the deadline counts from before the write, never after
         was_leader = self.is_leader
         try:
             lease = self._kube.get("Lease", self.namespace, self.name)
@@ -73,9 +102,9 @@ class LeaderElector:
             else:
                 spec = lease.get("spec") or {}
                 holder = spec.get("holderIdentity")
-                renewed = observe.parse_time(spec.get("renewTime"))
-                duration = datetime.timedelta(seconds=float(spec.get("leaseDurationSeconds") or 15))
-                expired = renewed is None or now > renewed + duration
+                seen_at = self._observe(spec)
+                duration = float(spec.get("leaseDurationSeconds") or 15)
+                expired = not holder or self._clock() >= seen_at + duration
                 if holder != self.identity and not expired:
                     self._leading_until = None
                     return False
@@ -88,7 +117,7 @@ class LeaderElector:
                 self._leading_until = None
                 return False
             raise
-        self._leading_until = now + self.duration * 2 / 3
+        self._leading_until = started + self.duration.total_seconds() * 2 / 3
         if not was_leader:
             log.info("Acquired leader Lease %s/%s as %s", self.namespace, self.name, self.identity)
         return True
@@ -101,7 +130,8 @@ class LeaderElector:
         try:
             lease = self._kube.get("Lease", self.namespace, self.name)
             if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["renewTime"] = _fmt(_now() - self.duration * 2)
+                lease["spec"]["holderIdentity"] = None  # no holder: free to take at once
+                lease["spec"]["renewTime"] = _fmt(self._wall_clock())
                 self._kube.replace("Lease", self.namespace, self.name, lease)
         except kube.ApiException as exc:
             log.warning("Failed to release leader Lease: %s", exc.reason)
