@@ -51,17 +51,23 @@ def _runner() -> runner.Runner:
     return STATE.runner
 
 
-async def _reconcile(namespace: str | None, name: str | None) -> reconcile.Outcome | None:
+async def _reconcile(run: runner.Runner, namespace: str | None, name: str | None) -> reconcile.Outcome | None:
+    """Ask ``run`` for a pass; None when none ran or it failed.
+
+    One retry path: a failed pass is retried by the Runner, with its backoff, whatever
+    woke it. So a failure is logged here and never raised to kopf, which would retry the
+    handler (and so the pass) again on its own schedule. An invalid spec is a
+    :class:`kopf.PermanentError`: only a spec change can fix it.
+    """
     if namespace is None or name is None:
         return None
     try:
-        return await _runner().request(namespace, name)
+        return await run.request(namespace, name)
     except reconcile.InvalidSpecError as exc:
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
-    except kube.ApiException as exc:
-        if exc.status in (409, 429) or (exc.status or 0) >= 500:
-            raise kopf.TemporaryError(f"API server said {exc.status} {exc.reason}", delay=2) from exc
-        raise
+    except Exception:
+        log.warning("Failed to reconcile EdgeModel %s/%s, will retry", namespace, name, exc_info=True)
+        return None
 
 
 async def _lead_forever(
@@ -173,7 +179,7 @@ async def cleanup(**_: Any) -> None:
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
 async def changed(namespace: str | None, name: str | None, **_: Any) -> None:
-    await _reconcile(namespace, name)
+    await _reconcile(_runner(), namespace, name)
 
 
 @kopf.timer(
@@ -188,7 +194,7 @@ async def resync(namespace: str | None, name: str | None, meta: kopf.Meta, **_: 
     if namespace is None or name is None or STATE.runner is None:
         return
     if STATE.runner.reconciler.due(namespace, name, meta.get("resourceVersion")):
-        await _reconcile(namespace, name)
+        await _reconcile(_runner(), namespace, name)
 
 
 def _report_fingerprint(status: Any) -> tuple[Any, ...]:
@@ -221,7 +227,7 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
     # event with the same reports asks again (kopf does not retry event handlers).
     outcome = None
     with contextlib.suppress(kopf.PermanentError):
-        outcome = await _reconcile(namespace, name)
+        outcome = await _reconcile(_runner(), namespace, name)
     if outcome is not None:
         memo["reports"] = fingerprint
 
@@ -255,5 +261,5 @@ async def child_changed(
     memo["child"] = fingerprint
     if STATE.runner is not None:
         STATE.runner.reconciler.mark_dirty(namespace, owner)
-    with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
-        await _reconcile(namespace, owner)
+    with contextlib.suppress(kopf.PermanentError):
+        await _reconcile(_runner(), namespace, owner)

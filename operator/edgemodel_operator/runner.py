@@ -9,6 +9,8 @@ leads, but nothing asked for is lost either:
   (called after every Lease step that leads) runs every deferred one;
 - a reconcile that raises is retried after a backoff (``retry_base_seconds`` doubling up
   to ``retry_max_seconds``), except an invalid spec, which only a spec change can fix.
+  This is the only retry of a failed pass: the kopf handlers raise nothing to kopf for
+  it, so kopf does not retry the same pass again.
 
 Reconciles run on a bounded executor of their own, so a burst of them cannot starve
 anything else that needs a thread (the leader Lease renewals have their own thread).
