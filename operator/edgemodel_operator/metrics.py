@@ -76,6 +76,12 @@ class OperatorMetrics:
         self.jobs_started = prom.Counter(
             "edgemodel_operator_jobs_started_total", "Trainer Jobs started", ["kind"], registry=registry
         )
+        self.drift_reports_ignored = prom.Counter(
+            "edgemodel_operator_drift_reports_ignored_total",
+            "Replica drift reports ignored: not_a_live_replica, future_report_time or malformed",
+            ["reason"],
+            registry=registry,
+        )
         self.leader = prom.Gauge(
             "edgemodel_operator_leader", "1 while this replica holds the leader Lease", registry=registry
         )

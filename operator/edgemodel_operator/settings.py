@@ -52,6 +52,8 @@ class Settings(pydantic.BaseModel):
     """Threads that run reconciles (of different EdgeModels) at once; a pool of their own."""
     stale_report_seconds: float = Field(default=300.0, gt=0)
     """A replica report older than this is ignored when summarising drift."""
+    report_skew_seconds: float = Field(default=30.0, ge=0)
+    """A replica report whose ``reportTime`` is further ahead than this is ignored (and counted)."""
     job_ttl_seconds: int = Field(default=3600, ge=0)
     """ttlSecondsAfterFinished of retraining Jobs."""
     job_backoff_limit: int = Field(default=1, ge=0)

@@ -20,7 +20,10 @@ from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
-__all__ = ["Event", "JobRequest", "Observed", "Plan", "plan", "requeue_after"]
+__all__ = ["STATUS_UNREADABLE", "Event", "JobRequest", "Observed", "Plan", "plan", "requeue_after"]
+
+STATUS_UNREADABLE = "StatusUnreadable"
+"""Reason of the Degraded condition, and of the Event, when the stored status does not parse."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,10 @@ class Plan:
     gone_replicas: tuple[str, ...]
     requeue_after: float | None = None
     """Seconds until the facts change by the clock alone (a cooldown ends, a report goes stale)."""
+    ignored_reports: tuple[tuple[str, str], ...] = ()
+    """``(pod, reason)`` of each replica report ignored (and removed: ``gone_replicas``)."""
+    hold: bool = False
+    """The stored status could not be read: write only ``status.conditions``, start nothing."""
 
 
 def known_version(history: Sequence[api.ModelHistoryEntry]) -> str | None:
@@ -184,7 +191,39 @@ def _rollback_due(
     return latest.version, latest.previous_version, verdict.message
 
 
+def _hold(em: EdgeModel, *, now: datetime.datetime) -> Plan:
+    """The plan for a status that does not parse: say so, keep everything else as it is.
+
+    Nothing starts, nothing is folded and no report is removed: a guess from an empty
+    status would forget the cooldown, the hourly limit, the rejection breaker and the
+    rollback target. A person repairs the status (or clears it, on purpose).
+    """
+    message = (
+        f"the stored status cannot be read ({em.status_error}); retraining and rollback are held "
+        "until it is repaired"
+    )[:32768]
+    before = conditions.find(em.status.conditions, conditions.DEGRADED)
+    new_conditions = conditions.merge(
+        em.status.conditions,
+        [(conditions.DEGRADED, "True", STATUS_UNREADABLE, message)],
+        generation=em.generation,
+        now=now,
+    )
+    events: tuple[Event, ...] = ()
+    if before is None or before.reason != STATUS_UNREADABLE:
+        events = (Event("Warning", STATUS_UNREADABLE, message),)
+    return Plan(
+        status=em.status.model_copy(update={"conditions": new_conditions}),
+        start_job=None,
+        events=events,
+        gone_replicas=(),
+        hold=True,
+    )
+
+
 def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings: Settings) -> Plan:
+    if em.status_error is not None:
+        return _hold(em, now=now)
     old = em.status
     events: list[Event] = []
     r = old.retraining
@@ -227,7 +266,10 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         now=now,
         stale_after=datetime.timedelta(seconds=settings.stale_report_seconds),
         expected_version=champion,
+        max_skew=datetime.timedelta(seconds=settings.report_skew_seconds),
     )
+    ignored = tuple(sorted([*drift.ignored, *((p, summary.MALFORMED) for p in em.malformed_reports)]))
+    removed = tuple(sorted({*drift.gone, *em.malformed_reports}))
     serving = drift.serving_version or champion
     active = max(
         (j for j in observed.jobs if j.active), key=lambda j: (j.created or now, j.name), default=None
@@ -402,15 +444,16 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         model=model.model_copy(update={"name": em.model_name, "version": serving}),
         replicas=observed.inference.ready_replicas,
         retraining=r,
-        replica_drift={k: v for k, v in old.replica_drift.items() if k not in drift.gone},
+        replica_drift={k: v for k, v in old.replica_drift.items() if k not in removed},
     )
     requeue = requeue_after(drift, verdict, now=now, settings=settings)
     return Plan(
         status=status,
         start_job=start,
         events=tuple(events),
-        gone_replicas=drift.gone,
+        gone_replicas=removed,
         requeue_after=requeue,
+        ignored_reports=ignored,
     )
 
 

@@ -2,8 +2,14 @@
 
 The rule for several replicas, as documented in docs/operator.md:
 
-- Only *live* entries count: the Pod still exists and its report is younger than
-  ``stale_report_seconds``. Entries of Pods that are gone are removed from status.
+- Only *live* entries count: the Pod is a live replica of this EdgeModel (it exists, and
+  the EdgeModel's inference StatefulSet controls it: :func:`replica_pods`) and its report
+  is younger than ``stale_report_seconds``.
+- Entries that must not count at all are *ignored*: removed from status, and returned
+  with why (:data:`NOT_A_LIVE_REPLICA`, :data:`FUTURE_REPORT_TIME`) for the operator's
+  ``edgemodel_operator_drift_reports_ignored_total`` metric. A report for a Pod that is
+  not a live replica is one; so is a ``reportTime`` further ahead than ``max_skew``,
+  which would otherwise never go stale.
 - An entry is *eligible* when its window is full (``samples >= drift.window``), or when
   its change detector fired (``detected`` with reason ``ChangeDetector``), which is how
   drift is caught before the window fills.
@@ -19,23 +25,38 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from edgemodel import api
 
-__all__ = ["DriftSummary", "summarise"]
+__all__ = [
+    "FUTURE_REPORT_TIME",
+    "MALFORMED",
+    "NOT_A_LIVE_REPLICA",
+    "DriftSummary",
+    "replica_pods",
+    "summarise",
+]
+
+NOT_A_LIVE_REPLICA = "not_a_live_replica"
+FUTURE_REPORT_TIME = "future_report_time"
+MALFORMED = "malformed"
+"""Why a report was ignored: the ``reason`` label of the ignored-reports metric."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DriftSummary:
     status: api.DriftStatus
     gone: tuple[str, ...]
-    """Replica entries whose Pod no longer exists; the operator removes them."""
+    """Entries that are ignored (see ``ignored``); the operator removes them from status."""
     live: Mapping[str, api.ReplicaDriftEntry]
     serving_version: str | None
     """The model version most live replicas report serving (ties: the higher version)."""
     model_errors: tuple[str, ...]
     eligible: int
+    ignored: tuple[tuple[str, str], ...] = ()
+    """``(pod, reason)`` of each entry ignored by this summary."""
 
 
 def _version_key(version: str) -> tuple[int, str]:
@@ -51,13 +72,22 @@ def summarise(
     now: datetime.datetime,
     stale_after: datetime.timedelta,
     expected_version: str | None = None,
+    max_skew: datetime.timedelta = datetime.timedelta(seconds=30),
 ) -> DriftSummary:
     """Summarise ``entries``; ``live_pods`` is None when the Pod list could not be read.
 
     With ``expected_version``, replicas still serving another version (an old champion
     about to be swapped out) are shown but cannot make the summary ``detected``.
     """
-    gone = tuple(sorted(p for p in entries if live_pods is not None and p not in live_pods))
+    ignored = sorted(
+        [(p, NOT_A_LIVE_REPLICA) for p in entries if live_pods is not None and p not in live_pods]
+        + [
+            (p, FUTURE_REPORT_TIME)
+            for p, e in entries.items()
+            if (live_pods is None or p in live_pods) and e.report_time - now > max_skew
+        ]
+    )
+    gone = tuple(p for p, _ in ignored)
     live = {
         pod: entry
         for pod, entry in entries.items()
@@ -98,4 +128,29 @@ def summarise(
         serving_version=serving,
         model_errors=errors,
         eligible=len(eligible),
+        ignored=tuple(ignored),
     )
+
+
+def replica_pods(pods: Iterable[Mapping[str, Any]], *, statefulset: str) -> set[str]:
+    """Names of the Pods that the StatefulSet ``statefulset`` controls.
+
+    A Pod someone else made with the replicas' labels is not a replica: its reports never count.
+
+    >>> owner = {"kind": "StatefulSet", "name": "em-inference", "controller": True}
+    >>> sorted(replica_pods([
+    ...     {"metadata": {"name": "em-inference-0", "ownerReferences": [owner]}},
+    ...     {"metadata": {"name": "impostor", "labels": {"app": "x"}}},
+    ...     {"metadata": {"name": "em-inference-1", "ownerReferences": [{**owner, "controller": False}]}},
+    ... ], statefulset="em-inference"))
+    ['em-inference-0']
+    """
+    out = set()
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if any(
+            o.get("kind") == "StatefulSet" and o.get("name") == statefulset and o.get("controller")
+            for o in meta.get("ownerReferences") or []
+        ):
+            out.add(str(meta.get("name")))
+    return out
