@@ -579,23 +579,11 @@ class App:
         return code, answer
 
     def _predict_request(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """One reading (enough when ``lags`` is 0), or ``{"readings": [...]}`` oldest first."""
-        now = time.time()
+        """The answer to a ``/predict`` body (parsed by :func:`http.parse_predict`)."""
         try:
-            if len(body) > self.schema.max_bytes * 64:
-                raise payloads.PayloadError("too_large", "request body is too large")
-            obj = payloads.decode(body)
-            raw = obj["readings"] if isinstance(obj, dict) and "readings" in obj else [obj]
-            if not isinstance(raw, list) or not raw or len(raw) > 10_000:
-                raise payloads.PayloadError("wrong_type", "readings must be a list of 1 to 10000 readings")
-            readings = [payloads.parse_object(r, self.schema, topic="predict", received=now) for r in raw]
-        except payloads.PayloadError as exc:
-            return 400, {"error": exc.reason, "detail": exc.detail}
-        if len(readings) < self.spec.lags + 1:
-            return 400, {
-                "error": "insufficient_history",
-                "detail": f"lags={self.spec.lags}: send {self.spec.lags + 1} readings, oldest first",
-            }
+            readings = http.parse_predict(body, self.schema, lags=self.spec.lags, received=time.time())
+        except http.BadRequestError as exc:
+            return 400, exc.answer
         model = self.holder.state.model
         if model is None:
             return 503, {"error": "no_model", "detail": "no model version has been loaded yet"}

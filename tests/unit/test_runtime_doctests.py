@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["payloads", "drift", "inference", "partition", "reporting", "window", "logs"]
+MODULES = ["payloads", "drift", "inference", "partition", "reporting", "window", "logs", "http"]
 
 
 @pytest.mark.parametrize("name", MODULES)
