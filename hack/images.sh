@@ -55,31 +55,14 @@ IMG_METRICS="$PREFIX/metrics-server:$METRICS_SERVER_VERSION"
 MLFLOW_VERSION="$(sed -n 's|^ *image: ghcr.io/mlflow/mlflow:v\([0-9.]*\)$|\1|p' "$REPO/examples/mlflow.yaml")"
 IMG_MLFLOW="$PREFIX/mlflow:v$MLFLOW_VERSION"
 
-log() { printf '[images] %s\n' "$*" >&2; }
+LOG_TAG=images
+RUN_LOG_DIR="$WORK/logs"
+# shellcheck source=hack/lib.sh
+source "$HACK/lib.sh"
 die() { log "ERROR: $*"; exit 1; }
 
 bah() { buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver vfs "$@"; }
 
-run_long() {  # what command... : quiet, a heartbeat every 30 s, the log's tail on failure
-  local what="$1"; shift
-  local logf
-  logf="$WORK/logs/$(echo "$what" | tr ' /:' '___').log"
-  mkdir -p "$WORK/logs"
-  local t0=$SECONDS n=0
-  "$@" >"$logf" 2>&1 &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    n=$((n + 1))
-    if (( n % 30 == 0 )); then log "  ... $what: still running ($((SECONDS - t0)) s)"; fi
-  done
-  if ! wait "$pid"; then
-    log "FAILED: $what (log: $logf)"
-    tail -n 40 "$logf" >&2
-    return 1
-  fi
-  log "  $what: done in $((SECONDS - t0)) s"
-}
 
 hash_text() { sha256sum | cut -c1-16; }
 

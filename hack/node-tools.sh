@@ -48,32 +48,13 @@ mkdir -p "$BIN" "$GOMODCACHE" "$GOCACHE" "$NODE/src"
 
 STEPS=6
 STARTED=$SECONDS
-log() { printf '[node-tools] %s\n' "$*" >&2; }
+LOG_TAG=node-tools
+RUN_LOG_DIR="$NODE/logs"
+# shellcheck source=hack/lib.sh
+source "$HACK/lib.sh"
 step() { log "step $1/$STEPS: $2"; }
 have() { [[ -x "$BIN/$1" ]]; }
 
-# Run a command quietly with a heartbeat every 30 s; its output goes to a log file that is
-# shown (the tail) only when it fails.
-run_long() {  # what command...
-  local what="$1"; shift
-  local logf
-  logf="$NODE/logs/$(echo "$what" | tr ' /' '__').log"
-  mkdir -p "$NODE/logs"
-  local t0=$SECONDS
-  "$@" >"$logf" 2>&1 &
-  local pid=$! n=0
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    n=$((n + 1))
-    if (( n % 30 == 0 )); then log "  ... $what: still running ($((SECONDS - t0)) s)"; fi
-  done
-  if ! wait "$pid"; then
-    log "FAILED: $what (log: $logf)"
-    tail -n 30 "$logf" >&2
-    return 1
-  fi
-  log "  $what: done in $((SECONDS - t0)) s"
-}
 
 # ---------------------------------------------------------------------------- 1. Debian packages
 

@@ -26,29 +26,11 @@ BIN="$TOOLS/bin"
 if [[ "${1:-}" == "--print" ]]; then echo "$BIN"; exit 0; fi
 
 STARTED=$SECONDS
-log() { printf '[observability-tools] %s\n' "$*" >&2; }
+LOG_TAG=observability-tools
+RUN_LOG_DIR="$TOOLS/logs"
+# shellcheck source=hack/lib.sh
+source "$HACK/lib.sh"
 
-# Run a command quietly with a heartbeat every 30 s; its output is shown only when it fails.
-run_long() {  # what command...
-  local what="$1"; shift
-  local logf
-  logf="$TOOLS/logs/$(echo "$what" | tr ' /@' '___').log"
-  mkdir -p "$TOOLS/logs"
-  local t0=$SECONDS
-  "$@" >"$logf" 2>&1 &
-  local pid=$! n=0
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    n=$((n + 1))
-    if (( n % 30 == 0 )); then log "  ... $what: still running ($((SECONDS - t0)) s)"; fi
-  done
-  if ! wait "$pid"; then
-    log "FAILED: $what (log: $logf)"
-    tail -n 30 "$logf" >&2
-    return 1
-  fi
-  log "  $what: done in $((SECONDS - t0)) s"
-}
 
 as_root() { if [[ "$(id -u)" == 0 ]]; then "$@"; else sudo "$@"; fi; }
 
