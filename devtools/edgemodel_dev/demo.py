@@ -264,7 +264,7 @@ def run(
             cast(
                 Any,
                 {
-                    "metadata": {"name": "demo-broker"},
+                    "metadata": {"name": "demo-broker", "labels": {"edgeml.dev/use": "broker"}},
                     "stringData": {"username": broker.username, "password": broker.password},
                 },
             ),

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edgemodel import api
-from edgemodel_operator import kube, metrics, names, observe, render, status, summary
+from edgemodel_operator import kube, metrics, names, observe, render, status, summary, trust
 from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel, InvalidSpecError
 from edgemodel_operator.settings import Settings
@@ -174,6 +174,31 @@ class Reconciler:
         except kube.ApiException as exc:
             log.warning("Failed to record Event %s for %s: %s", event.reason, em.key, exc.reason)
 
+    def _refusal(self, em: EdgeModel) -> trust.Refusal | None:
+        """Why the operator will not act for this EdgeModel's author (issue 12, item 4), if so."""
+        ref = em.spec.broker.credentials_secret
+        return trust.image_refusal(em, self.settings) or trust.secret_refusal(
+            em, None if ref is None else self.kube.get("Secret", em.namespace, ref.name)
+        )
+
+    def _refuse(self, em: EdgeModel, refusal: trust.Refusal, *, now: datetime.datetime) -> Outcome:
+        """Apply, start and prune nothing; say why in ``Degraded``; look again at the next timer tick.
+
+        The Secret is not watched, so a label added later is seen by the next tick.
+        """
+        plan = status.refused(em, refusal, now=now)
+        patch = {
+            "status": {
+                "conditions": [c.model_dump(by_alias=True, mode="json") for c in plan.status.conditions]
+            }
+        }
+        written = self.kube.patch_status(em.namespace, em.name, patch)
+        self.passed(em.namespace, em.name, (written.get("metadata") or {}).get("resourceVersion"), 0.0)
+        for event in plan.events:
+            self._event(em, event)
+            log.warning("Refused EdgeModel %s: %s", em.key, event.message)
+        return Outcome(applied=0, created=(), updated=(), pruned=(), started_job=None, status_written=True)
+
     def _owned(self, em: EdgeModel, kind: str) -> list[dict[str, Any]]:
         """Objects of ``kind`` labelled as this EdgeModel's (ownership is checked by the caller).
 
@@ -313,6 +338,9 @@ class Reconciler:
             raise
         now = _now()
         started = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        refusal = self._refusal(em)
+        if refusal is not None:
+            return self._refuse(em, refusal, now=now)
 
         desired = render.desired(em, self.settings, generated_password=self._generated_password(em))
         created, updated = [], []

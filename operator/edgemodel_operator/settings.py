@@ -34,6 +34,9 @@ class Settings(pydantic.BaseModel):
 
     image: str = Field(default="ghcr.io/edgemodel/edgemodel:0.1.0", min_length=1)
     """Image for the runtime and trainer containers, unless an EdgeModel overrides it."""
+    allowed_image_repositories: tuple[str, ...] = ()
+    """Repositories (no tag) an EdgeModel's ``spec.runtime.image`` may come from, besides the
+    repository of ``image``; an entry ending in ``/`` allows every repository under it."""
     broker_image: str = Field(default="eclipse-mosquitto:2.0.20", min_length=1)
     """Image of the managed Mosquitto broker."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"

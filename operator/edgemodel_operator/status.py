@@ -15,12 +15,12 @@ import datetime
 from collections.abc import Collection, Sequence
 
 from edgemodel import api
-from edgemodel_operator import conditions, names, observe, policy, rollback, summary
+from edgemodel_operator import conditions, names, observe, policy, rollback, summary, trust
 from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
-__all__ = ["STATUS_UNREADABLE", "Event", "JobRequest", "Observed", "Plan", "plan", "requeue_after"]
+__all__ = ["STATUS_UNREADABLE", "Event", "JobRequest", "Observed", "Plan", "plan", "refused", "requeue_after"]
 
 STATUS_UNREADABLE = "StatusUnreadable"
 """Reason of the Degraded condition, and of the Event, when the stored status does not parse."""
@@ -70,7 +70,8 @@ class Plan:
     ignored_reports: tuple[tuple[str, str], ...] = ()
     """``(pod, reason)`` of each replica report ignored (and removed: ``gone_replicas``)."""
     hold: bool = False
-    """The stored status could not be read: write only ``status.conditions``, start nothing."""
+    """Act on nothing (the status is unreadable, or the spec is refused): write only
+    ``status.conditions``, apply and start nothing."""
 
 
 def known_version(history: Sequence[api.ModelHistoryEntry]) -> str | None:
@@ -191,27 +192,19 @@ def _rollback_due(
     return latest.version, latest.previous_version, verdict.message
 
 
-def _hold(em: EdgeModel, *, now: datetime.datetime) -> Plan:
-    """The plan for a status that does not parse: say so, keep everything else as it is.
-
-    Nothing starts, nothing is folded and no report is removed: a guess from an empty
-    status would forget the cooldown, the hourly limit, the rejection breaker and the
-    rollback target. A person repairs the status (or clears it, on purpose).
-    """
-    message = (
-        f"the stored status cannot be read ({em.status_error}); retraining and rollback are held "
-        "until it is repaired"
-    )[:32768]
+def _hold(em: EdgeModel, reason: str, message: str, *, now: datetime.datetime) -> Plan:
+    """A plan that acts on nothing and says why, in ``Degraded=True`` and one Warning Event."""
+    message = message[:32768]
     before = conditions.find(em.status.conditions, conditions.DEGRADED)
     new_conditions = conditions.merge(
         em.status.conditions,
-        [(conditions.DEGRADED, "True", STATUS_UNREADABLE, message)],
+        [(conditions.DEGRADED, "True", reason, message)],
         generation=em.generation,
         now=now,
     )
     events: tuple[Event, ...] = ()
-    if before is None or before.reason != STATUS_UNREADABLE:
-        events = (Event("Warning", STATUS_UNREADABLE, message),)
+    if before is None or (before.status, before.reason, before.message) != ("True", reason, message):
+        events = (Event("Warning", reason, message),)
     return Plan(
         status=em.status.model_copy(update={"conditions": new_conditions}),
         start_job=None,
@@ -221,9 +214,26 @@ def _hold(em: EdgeModel, *, now: datetime.datetime) -> Plan:
     )
 
 
+def refused(em: EdgeModel, refusal: trust.Refusal, *, now: datetime.datetime) -> Plan:
+    """The plan for an EdgeModel the operator will not act on (an image or Secret it may not use).
+
+    Nothing is applied, started or removed; ``Degraded`` says why, and what to change.
+    """
+    return _hold(em, refusal.reason, refusal.message, now=now)
+
+
 def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings: Settings) -> Plan:
     if em.status_error is not None:
-        return _hold(em, now=now)
+        # Nothing starts, nothing is folded and no report is removed: a guess from an empty
+        # status would forget the cooldown, the hourly limit, the rejection breaker and the
+        # rollback target. A person repairs the status (or clears it, on purpose).
+        return _hold(
+            em,
+            STATUS_UNREADABLE,
+            f"the stored status cannot be read ({em.status_error}); retraining and rollback are held "
+            "until it is repaired",
+            now=now,
+        )
     old = em.status
     events: list[Event] = []
     r = old.retraining

@@ -8,7 +8,7 @@ import prometheus_client
 import pytest
 
 from edgemodel import api
-from edgemodel_operator import conditions, metrics, observe, resource, status, summary
+from edgemodel_operator import conditions, metrics, observe, resource, status, summary, trust
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
@@ -220,3 +220,104 @@ def test_the_ignored_reports_metric_counts_by_reason():
 
 def test_report_skew_is_a_setting():
     assert Settings.load(env={"EDGEMODEL_REPORT_SKEW_SECONDS": "5"}).report_skew_seconds == 5.0
+
+
+# ------------------------------------------------------------------ no confused deputy (item 4)
+
+OWN = Settings(image="ghcr.io/edgemodel/edgemodel:0.1.0")
+
+
+def _with(**spec) -> EdgeModel:
+    return EdgeModel.from_body(
+        {
+            "metadata": {"name": "em", "namespace": "ns", "uid": "u", "generation": 3},
+            "spec": {**SPEC, **spec},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "extra", "allowed"),
+    [
+        ("ghcr.io/edgemodel/edgemodel:0.2.0", (), True),
+        ("ghcr.io/edgemodel/edgemodel@sha256:0123", (), True),
+        ("ghcr.io/edgemodel/edgemodel", (), True),
+        ("ghcr.io/edgemodel/edgemodel-evil:0.1.0", (), False),
+        ("ghcr.io/edgemodel/edgemodel/evil:0.1.0", (), False),
+        ("evil.example/ghcr.io/edgemodel/edgemodel:0.1.0", (), False),
+        ("edgemodel:0.1.0", (), False),  # no registry is filled in: docker.io/library is not ghcr.io
+        ("registry.example:5000/ml/runtime:1", ("registry.example:5000/ml/runtime",), True),
+        ("registry.example:5000/ml/runtime:1", ("registry.example:5000/ml/",), True),
+        ("registry.example:5000/mlx/runtime:1", ("registry.example:5000/ml/",), False),
+        ("registry.example:5000/ml/", ("registry.example:5000/ml/",), False),
+    ],
+)
+def test_images_only_from_the_operators_repository_or_the_allow_list(image, extra, allowed):
+    settings = Settings(image=OWN.image, allowed_image_repositories=extra)
+    assert trust.image_allowed(image, settings) is allowed
+    refusal = trust.image_refusal(_with(runtime={"image": image}), settings)
+    assert (refusal is None) is allowed
+
+
+def test_no_image_in_the_spec_is_the_operators_own():
+    assert trust.image_refusal(_with(), OWN) is None
+
+
+def test_a_refused_image_names_itself_and_the_allowed_repositories():
+    refusal = trust.image_refusal(_with(runtime={"image": "evil.example/miner:1"}), OWN)
+    assert refusal is not None and refusal.reason == "ImageNotAllowed"
+    assert "evil.example/miner:1" in refusal.message and "ghcr.io/edgemodel/edgemodel" in refusal.message
+
+
+def test_allowed_image_repositories_from_the_environment_as_the_chart_sets_them():
+    settings = Settings.load(
+        env={"EDGEMODEL_ALLOWED_IMAGE_REPOSITORIES": "ghcr.io/edgemodel/edgemodel,reg.example/"}
+    )
+    assert settings.allowed_image_repositories == ("ghcr.io/edgemodel/edgemodel", "reg.example/")
+
+
+BROKER = {"host": "mqtt.site.example", "credentialsSecret": {"name": "site"}}
+
+
+@pytest.mark.parametrize(
+    ("secret", "refused"),
+    [
+        (None, True),
+        ({"metadata": {"name": "site"}}, True),
+        ({"metadata": {"name": "site", "labels": {"edgeml.dev/use": "mlflow"}}}, True),
+        ({"metadata": {"name": "site", "labels": {"edgeml.dev/use": "broker"}}}, False),
+    ],
+)
+def test_a_credentials_secret_must_opt_in_with_a_label(secret, refused):
+    refusal = trust.secret_refusal(_with(broker=BROKER), secret)
+    assert (refusal is not None) is refused
+    if refusal is not None:
+        assert refusal.reason == "SecretNotOptedIn"
+        assert "site" in refusal.message and "edgeml.dev/use=broker" in refusal.message
+
+
+def test_no_credentials_secret_needs_no_label():
+    assert trust.secret_refusal(_with(), None) is None
+    assert trust.secret_refusal(_with(broker={"host": "mqtt.site.example"}), None) is None
+
+
+def test_a_refused_spec_acts_on_nothing_and_warns_once_per_reason():
+    em = _with(runtime={"image": "evil.example/miner:1"})
+    refusal = trust.image_refusal(em, OWN)
+    assert refusal is not None
+    plan = status.refused(em, refusal, now=NOW)
+    assert plan.hold and plan.start_job is None and plan.gone_replicas == ()
+    degraded = conditions.find(plan.status.conditions, conditions.DEGRADED)
+    assert degraded is not None
+    assert (degraded.status, degraded.reason, degraded.observed_generation) == ("True", "ImageNotAllowed", 3)
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "ImageNotAllowed")]
+    # The next pass, same refusal: no second Event.
+    conds = [c.model_dump(by_alias=True, mode="json") for c in plan.status.conditions]
+    again = EdgeModel.from_body(
+        {
+            "metadata": {"name": "em", "namespace": "ns", "uid": "u", "generation": 3},
+            "spec": {**SPEC, "runtime": {"image": "evil.example/miner:1"}},
+            "status": {"conditions": conds},
+        }
+    )
+    assert status.refused(again, refusal, now=NOW).events == ()

@@ -1,0 +1,118 @@
+"""What the operator will do on an EdgeModel author's behalf: no confused deputy (issue 12, item 4).
+
+Whoever may create an EdgeModel may name an image and a Secret in its spec; the operator
+then runs that image and mounts that Secret with its own, broader rights. So it acts only
+on images from its allow-list and on Secrets that opted in with a label:
+
+- **Images.** ``spec.runtime.image`` (the runtime and trainer image) must come from the
+  repository of the operator's own ``image`` setting, or from one in
+  ``allowed_image_repositories``. An entry ending in ``/`` allows every repository under it.
+  The repository is compared as written: no registry or ``library/`` is filled in.
+- **Secrets.** ``spec.broker.credentialsSecret`` must carry the label
+  ``edgeml.dev/use=broker``.
+
+Pure functions; no I/O here: the caller reads the Secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from edgemodel_operator.resource import EdgeModel
+from edgemodel_operator.settings import Settings
+
+__all__ = [
+    "IMAGE_NOT_ALLOWED",
+    "SECRET_NOT_OPTED_IN",
+    "USE_BROKER",
+    "USE_LABEL",
+    "Refusal",
+    "image_allowed",
+    "image_refusal",
+    "repository",
+    "secret_refusal",
+]
+
+USE_LABEL = "edgeml.dev/use"
+"""The label a Secret carries to opt in to a use by the operator."""
+USE_BROKER = "broker"
+IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+SECRET_NOT_OPTED_IN = "SecretNotOptedIn"  # noqa: S105 - a condition reason  # nosec B105
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """Why the operator will not act on an EdgeModel: a condition reason and its message."""
+
+    reason: str
+    message: str
+
+
+def repository(image: str) -> str:
+    """The repository of an image reference: without its digest and tag.
+
+    >>> repository("registry.example:5000/team/edgemodel:1.2@sha256:abc")
+    'registry.example:5000/team/edgemodel'
+    >>> repository("edgemodel")
+    'edgemodel'
+    """
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def image_allowed(image: str, settings: Settings) -> bool:
+    """Whether ``image`` comes from the operator's own repository or an allowed one.
+
+    >>> s = Settings(image="ghcr.io/edgemodel/edgemodel:0.1", allowed_image_repositories=("reg.example/ml/",))
+    >>> [image_allowed(i, s) for i in (
+    ...     "ghcr.io/edgemodel/edgemodel:0.2.0", "ghcr.io/edgemodel/edgemodel-evil:1",
+    ...     "reg.example/ml/runtime@sha256:ab", "reg.example/mlx/runtime:1")]
+    [True, False, True, False]
+    """
+    repo = repository(image)
+    for allowed in (repository(settings.image), *settings.allowed_image_repositories):
+        if allowed.endswith("/"):
+            if repo.startswith(allowed) and len(repo) > len(allowed):
+                return True
+        elif repo == allowed:
+            return True
+    return False
+
+
+def image_refusal(em: EdgeModel, settings: Settings) -> Refusal | None:
+    image = em.spec.runtime.image
+    if image is None or image_allowed(image, settings):
+        return None
+    allowed = ", ".join([repository(settings.image), *settings.allowed_image_repositories])
+    return Refusal(
+        IMAGE_NOT_ALLOWED,
+        f"spec.runtime.image {image} is not from an allowed repository ({allowed}); the operator "
+        "runs no runtime or trainer with it. Use an allowed image, or ask the operator's admin to "
+        "add its repository (the chart's allowedImageRepositories)",
+    )
+
+
+def secret_refusal(em: EdgeModel, secret: Mapping[str, Any] | None) -> Refusal | None:
+    """Why ``spec.broker.credentialsSecret`` may not be used; ``secret`` is what the API server holds."""
+    ref = em.spec.broker.credentials_secret
+    if ref is None:
+        return None
+    if secret is None:
+        return Refusal(
+            SECRET_NOT_OPTED_IN,
+            f"Secret {ref.name} (spec.broker.credentialsSecret) does not exist; create it with the "
+            f"label {USE_LABEL}={USE_BROKER}",
+        )
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(USE_LABEL) != USE_BROKER:
+        return Refusal(
+            SECRET_NOT_OPTED_IN,
+            f"Secret {ref.name} (spec.broker.credentialsSecret) lacks the label {USE_LABEL}={USE_BROKER}; "
+            "the operator mounts only Secrets that opt in. Label it: "
+            f"kubectl label secret {ref.name} {USE_LABEL}={USE_BROKER}",
+        )
+    return None
