@@ -1,4 +1,9 @@
-"""The runtime wired together: MQTT in, micro-batches through the model, predictions and drift out.
+"""The I/O shell around the pure pipeline: MQTT in, batches through it, predictions and reports out.
+
+What a batch means (parsing, ownership, rows, predictions, outcomes, drift and the
+training-window hand-off) is decided by :class:`~edgemodel_runtime.pipeline.Pipeline`;
+this module does the I/O around it: publishing, metrics, logs, reports, model polling,
+membership and HTTP.
 
 Threads, each with one job:
 
@@ -28,12 +33,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from kubernetes import client as k8s
 from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry
 
-from edgemodel import features, registry
+from edgemodel import registry
 from edgemodel_runtime import (
     config,
     drift,
@@ -43,11 +47,12 @@ from edgemodel_runtime import (
     models,
     mqtt,
     partition,
-    payloads,
+    pipeline,
     reporting,
-    window,
+    windowlog,
 )
 from edgemodel_runtime import metrics as metrics_
+from edgemodel_runtime.window import FreshReadings, TrainingWindow
 
 __all__ = ["App"]
 
@@ -61,8 +66,7 @@ _IDLE_WAIT = 0.2
 BOOTSTRAP_MIN_READINGS = 200
 """Without a model, the window is uploaded once it holds min(trainingWindow, this) readings."""
 
-Message = tuple[str, bytes, float, float]
-"""topic, payload, monotonic arrival time, wall-clock arrival time."""
+Message = pipeline.Message
 
 
 class App:
@@ -89,24 +93,25 @@ class App:
             max_delay=c.batch_max_delay_ms / 1000.0,
             capacity=settings.options.queue_capacity,
         )
-        self.inference = inference.Inference(self.spec, max_devices=settings.options.max_devices)
-        self.drift = drift.DriftMonitor(
-            threshold=c.drift_threshold, window=c.drift_window, detector=c.drift_detector
+        self.pipeline = pipeline.Pipeline(
+            self.spec,
+            self.schema,
+            threshold=c.drift_threshold,
+            drift_window=c.drift_window,
+            detector=c.drift_detector,
+            training_window=c.training_window,
+            fresh_max_seconds=settings.options.fresh_window_max_seconds,
+            max_devices=settings.options.max_devices,
+            bootstrap_min=BOOTSTRAP_MIN_READINGS,
+            bootstrap_period=settings.options.bootstrap_upload_seconds,
         )
-        self.psi = drift.PSIMonitor(tuple(c.features))
-        self.window = window.TrainingWindow(c.training_window)
         self.holder = models.ModelHolder()
-        self._serving: str | None = None
         self._reported_error: str | None = None
         self._rejections = logs.RateLimiter(burst=5, per=10.0)
         self._stopping = threading.Event()
         self._heartbeat = time.monotonic()
         self._gauges_at = 0.0
-        self._bootstrap_min = min(c.training_window, BOOTSTRAP_MIN_READINGS)
-        self._bootstrap_next = 0.0
         self._outputs: dict[str, tuple[str, str]] = {}
-        self._fresh: window.FreshReadings | None = None
-        """Set from a detection until the window with the changed plant is handed over."""
 
         self.mlflow: MlflowClient | None = (
             registry_client(c.mlflow_tracking_uri) if c.mlflow_tracking_uri else None
@@ -180,6 +185,18 @@ class App:
     @property
     def http_port(self) -> int:
         return self.http.port
+
+    @property
+    def drift(self) -> drift.DriftMonitor:
+        return self.pipeline.drift
+
+    @property
+    def window(self) -> TrainingWindow:
+        return self.pipeline.window
+
+    @property
+    def _serving(self) -> str | None:
+        return self.pipeline.serving
 
     def start(self) -> App:
         self.http.start()
@@ -301,10 +318,7 @@ class App:
     def _follow_model(self) -> registry.LoadedModel | None:
         """Between batches: adopt a swapped model, notice load errors; return the model to use."""
         state = self.holder.state
-        if state.version != self._serving:
-            self._serving = state.version
-            self.drift.reset()
-            self.psi.reset()
+        if self.pipeline.adopt_model(state.version):
             self.metrics.feature_psi.clear()
             if state.model is not None:
                 self.metrics.model_info.info({"name": state.model.name, "version": state.model.version})
@@ -322,65 +336,45 @@ class App:
         if ownership is self._owned_by:
             return
         self._owned_by = ownership
-        moved = self.inference.forget(ownership.owns)
+        moved = self.pipeline.forget(ownership.owns)
         if moved:
             log.info("Handed over %d devices to other replicas", moved)
 
     def _process(self, batch: Sequence[Message], model: registry.LoadedModel | None) -> None:
+        """Run the batch through the pipeline, then publish, count, log and report what it gave."""
         m = self.metrics
         owner = self._owned_by
-        owns = None if owner.mode == "all" else owner.owns
-        schema = self.schema
-        parse = payloads.parse
-        m.messages.inc(len(batch))
-        m.batch_size.observe(len(batch))
-        readings: list[payloads.Reading] = []
-        arrivals: dict[int, float] = {}
-        others = 0
-        for topic, payload, arrived, wall in batch:
-            try:
-                reading = parse(payload, schema, topic=topic, received=wall)
-            except payloads.PayloadError as exc:
-                self._reject(exc.reason, exc.detail, topic)
-                continue
-            if owns is not None and not owns(reading.device):
-                others += 1
-                continue
-            readings.append(reading)
-            arrivals[id(reading)] = arrived
-        if others:
-            m.other_partition.inc(others)
-
-        plan = self.inference.plan(readings, predicting=model is not None)
-        for reading, reason in plan.rejected:
-            self._reject(reason, f"device {reading.device} at ts {reading.ts}", None)
-        m.readings.inc(len(plan.accepted))
-        self.window.extend(plan.accepted)
-        if self._fresh is not None:
-            self._fresh.add(len(plan.accepted))
-        names = self.spec.features
-        self.psi.update_many([[reading.values[f] for f in names] for reading in plan.accepted])
-
-        predictions = None
-        if model is None:
-            m.unpredicted.inc(len(plan.accepted))
-            self._maybe_bootstrap()
-        elif plan.rows:
-            predictions = self._predict(model, plan)
-        outcomes = self.inference.complete(plan, predictions, None if model is None else model.version)
-        if predictions is not None and model is not None:
-            self._publish(plan, model.version, arrivals)
-        self._record(outcomes)
-
-    def _predict(self, model: registry.LoadedModel, plan: inference.Plan) -> np.ndarray | None:
-        try:
-            out = np.asarray(model.model.predict(plan.matrix(len(self.spec.columns))), dtype=np.float64)
-            return out.reshape(len(plan.rows))
-        except Exception as exc:  # noqa: BLE001 - the stream goes on; history is already kept
-            self.metrics.prediction_failures.inc()
+        step = self.pipeline.process(
+            batch,
+            model,
+            owns=None if owner.mode == "all" else owner.owns,
+            now=time.monotonic(),
+            may_bootstrap=self.poller is not None and self.poller.resolved.is_set(),
+        )
+        m.messages.inc(step.messages)
+        m.batch_size.observe(step.messages)
+        for rejection in step.rejected:
+            self._reject(rejection.reason, rejection.detail, rejection.topic)
+        if step.others:
+            m.other_partition.inc(step.others)
+        m.readings.inc(len(step.plan.accepted))
+        if step.unpredicted:
+            m.unpredicted.inc(step.unpredicted)
+        if step.bootstrap:
+            log.info(
+                "Handing the training window over for a bootstrap",
+                extra={"readings": len(self.pipeline.window)},
+            )
+            self._report(window_reason="bootstrap")
+        if step.prediction_error is not None:
+            m.prediction_failures.inc()
             if self._rejections.allow("predict"):
-                log.error("Failed to predict a batch of %d rows: %s", len(plan.rows), exc)
-            return None
+                log.error(
+                    "Failed to predict a batch of %d rows: %s", len(step.plan.rows), step.prediction_error
+                )
+        if step.predictions is not None and step.version is not None:
+            self._publish(step.plan, step.version, step.arrivals)
+        self._record(step)
 
     def _output(self, device: str) -> tuple[str, str]:
         """The output topic of ``device`` and its id as a JSON string, remembered."""
@@ -424,51 +418,28 @@ class App:
         if failed:
             m.publish_failures.inc(failed)
 
-    def _record(self, outcomes: Sequence[inference.Outcome]) -> None:
-        was = self.drift.detected
-        counted = 0
-        for outcome in outcomes:
-            if outcome.version == self._serving:  # outcomes of a previous model are not this one's drift
-                self.drift.update(outcome.error)
-                counted += 1
-        if not counted:
+    def _record(self, step: pipeline.Step) -> None:
+        """Count, log and report what the batch did to the drift state."""
+        if not step.outcomes:
             return
-        self.metrics.outcomes.inc(counted)
-        if self.drift.detected and not was:
-            reason = self.drift.reason or "Threshold"
-            self.metrics.detections.labels(reason).inc()
+        self.metrics.outcomes.inc(step.outcomes)
+        name = self.settings.config.model_name
+        if step.drift_started is not None:
+            self.metrics.detections.labels(step.drift_started).inc()
             log.warning(
                 "Detected drift of model %s version %s",
-                self.settings.config.model_name,
+                name,
                 self._serving,
-                extra={"reason": reason, "rmse": self.drift.rmse, "samples": self.drift.samples},
+                extra={"reason": step.drift_started, "rmse": self.drift.rmse, "samples": self.drift.samples},
             )
-            change_ts = self.window.newest_ts()
-            self._fresh = None
-            if change_ts is not None:
-                c = self.settings.config
-                self._fresh = window.FreshReadings(
-                    change_ts=change_ts,
-                    started=time.monotonic(),
-                    target=window.fresh_target(
-                        training_window=c.training_window, drift_window=c.drift_window
-                    ),
-                    max_seconds=self.settings.options.fresh_window_max_seconds,
-                )
-            self._report(window_reason="drift")
-            return
-        if was and not self.drift.detected:
-            log.info("Drift of model %s version %s cleared", self.settings.config.model_name, self._serving)
-        fresh = self._fresh
-        if fresh is not None and (fresh.ready(now=time.monotonic()) or not self.drift.detected):
+        elif step.drift_cleared:
+            log.info("Drift of model %s version %s cleared", name, self._serving)
+        if step.drift_started is None and step.window_reason == "drift" and step.fresh is not None:
             log.info(
                 "Handing over the training window with the changed plant",
-                extra={"readings_after_change": fresh.count, "change_ts": fresh.change_ts},
+                extra={"readings_after_change": step.fresh.count, "change_ts": step.fresh.change_ts},
             )
-            self._report(window_reason="drift")
-            self._fresh = None
-        else:
-            self._report()
+        self._report(window_reason=step.window_reason, fresh=step.fresh)
 
     def _reject(self, reason: str, detail: str, topic: str | None) -> None:
         self.metrics.rejected.labels(reason).inc()
@@ -479,18 +450,7 @@ class App:
                 extra={"reason": reason, "topic": topic, "suppressed": self._rejections.suppressed(reason)},
             )
 
-    def _maybe_bootstrap(self) -> None:
-        """No model serves: hand the window to the bootstrap Job, at most once per period."""
-        if self.poller is None or not self.poller.resolved.is_set():
-            return  # a model may be on its way: wait until the alias was looked up
-        now = time.monotonic()
-        if len(self.window) < self._bootstrap_min or now < self._bootstrap_next:
-            return
-        self._bootstrap_next = now + self.settings.options.bootstrap_upload_seconds
-        log.info("Handing the training window over for a bootstrap", extra={"readings": len(self.window)})
-        self._report(window_reason="bootstrap")
-
-    def _report(self, *, window_reason: str | None = None) -> None:
+    def _report(self, *, window_reason: str | None = None, fresh: FreshReadings | None = None) -> None:
         state = self.holder.state
         report = reporting.DriftReport(
             rmse=self.drift.rmse,
@@ -502,12 +462,11 @@ class App:
         )
         handoff = None
         if window_reason is not None:
-            fresh = self._fresh if window_reason == "drift" else None
             handoff = reporting.WindowHandoff(
-                self.window.snapshot(),
+                self.pipeline.window.snapshot(),
                 reason=window_reason,
                 change_ts=None if fresh is None else fresh.change_ts,
-                readings_after_change=None if fresh is None else min(fresh.count, len(self.window)),
+                readings_after_change=None if fresh is None else min(fresh.count, len(self.pipeline.window)),
             )
         self.reporter.update(report, window=handoff)
 
@@ -522,14 +481,15 @@ class App:
         m.detector_statistic.set(self.drift.statistic)
         if now - self._gauges_at >= 1.0:
             self._gauges_at = now
-            m.devices.set(self.inference.devices)
-            m.owned_devices.set(self.inference.devices)
-            for feature, value in self.psi.psi().items():
+            devices = self.pipeline.inference.devices
+            m.devices.set(devices)
+            m.owned_devices.set(devices)
+            for feature, value in self.pipeline.psi.psi().items():
                 m.feature_psi.labels(feature).set(value)
 
     def _upload_window(self, handoff: reporting.WindowHandoff, state: reporting.DriftReport) -> None:
         assert self.mlflow is not None
-        run_id = window.upload(
+        run_id = windowlog.upload(
             self.mlflow,
             handoff.readings,
             fields=self.spec.fields,
@@ -587,13 +547,8 @@ class App:
         model = self.holder.state.model
         if model is None:
             return 503, {"error": "no_model", "detail": "no model version has been loaded yet"}
-        history = features.DeviceHistory(self.spec)
-        row = None
-        for reading in readings:
-            row = history.row_for(reading.values)
-        assert row is not None
         try:
-            value = float(np.asarray(model.model.predict(np.asarray([row], dtype=np.float64))).reshape(-1)[0])
+            value = self.pipeline.predict_one(model, readings)
         except Exception as exc:  # noqa: BLE001
             return 500, {"error": "prediction_failed", "detail": str(exc)[:200]}
         last = readings[-1]

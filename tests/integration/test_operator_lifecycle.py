@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from edgemodel import api, contracts
 from edgemodel_dev.harness import pods, processes
-from edgemodel_runtime import payloads, window
+from edgemodel_runtime import payloads, windowlog
 from tests import data
 from tests.integration import edgemodels
 
@@ -48,7 +48,7 @@ def _upload_window(uri: str, model_name: str, edgemodel: str, rows: list[dict]) 
         )
         for r in rows
     ]
-    window.upload(
+    windowlog.upload(
         MlflowClient(uri),
         readings,
         fields=["temperature", "humidity"],

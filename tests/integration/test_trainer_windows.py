@@ -15,7 +15,7 @@ import pytest
 from edgemodel import contracts
 from edgemodel.registry import client as mlflow_client
 from edgemodel_dev import testing
-from edgemodel_runtime import payloads, window
+from edgemodel_runtime import payloads, windowlog
 from edgemodel_trainer import tracking
 
 pytestmark = [pytest.mark.mlflow]
@@ -30,7 +30,7 @@ def _readings(upto: int) -> list[payloads.Reading]:
 
 
 def _upload(uri: str, name: str, readings: list[payloads.Reading], change_ts: float) -> None:
-    window.upload(
+    windowlog.upload(
         mlflow_client(uri),
         readings,
         fields=FIELDS,
@@ -82,7 +82,7 @@ def test_trainer_waits_for_the_window_with_the_changed_plant(mlflow_server, uniq
 def test_an_unmarked_window_is_taken_at_once(mlflow_server, unique_name):
     uri = mlflow_server.uri
     since = time.time() - 1
-    window.upload(
+    windowlog.upload(
         mlflow_client(uri),
         _readings(PER_DEVICE),
         fields=FIELDS,

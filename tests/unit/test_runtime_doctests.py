@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["payloads", "drift", "inference", "partition", "reporting", "window", "logs", "http"]
+MODULES = ["payloads", "drift", "inference", "partition", "reporting", "window", "logs", "http", "pipeline"]
 
 
 @pytest.mark.parametrize("name", MODULES)
