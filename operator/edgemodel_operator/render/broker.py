@@ -2,6 +2,9 @@
 
 Authentication is on and anonymous access is off. The password file is built at Pod
 start by an init container from the credentials Secret, so no hash is stored anywhere.
+No password is in any process's argv (issue 12, item 6): the init container's shell writes
+``username:password`` to the file with its ``printf`` builtin (no new process), and
+``mosquitto_passwd -U`` hashes the file in place, with only the file's path as argument.
 
 Pure functions; no I/O here.
 """
@@ -36,6 +39,21 @@ log_type error
 log_type warning
 log_type notice
 """
+
+
+AUTH_FILE = "/mosquitto/auth/passwd"
+PASSWORDS_SCRIPT = f"""\
+set -eu
+umask 077
+case "$MQTT_USERNAME" in *:*|"") echo "the broker username is empty or holds a colon" >&2; exit 1;; esac
+case "$MQTT_USERNAME$MQTT_PASSWORD" in *"
+"*) echo "the broker credentials hold a line break" >&2; exit 1;; esac
+printf '%s:%s\\n' "$MQTT_USERNAME" "$MQTT_PASSWORD" > {AUTH_FILE}
+mosquitto_passwd -U {AUTH_FILE}
+chmod 0600 {AUTH_FILE}
+"""
+"""The init container's script: the password reaches the file through the shell's ``printf``
+builtin and stays out of every argv; ``mosquitto_passwd -U`` replaces it with its hash."""
 
 
 def address(em: EdgeModel) -> tuple[str, int, bool]:
@@ -124,15 +142,14 @@ def objects(em: EdgeModel, settings: Settings, *, generated_password: str | None
                                 "name": "passwords",
                                 "image": settings.broker_image,
                                 "imagePullPolicy": settings.image_pull_policy,
-                                "command": [
-                                    "sh",
-                                    "-c",
-                                    'mosquitto_passwd -b -c /mosquitto/auth/passwd "$MQTT_USERNAME" '
-                                    '"$MQTT_PASSWORD" && chmod 0600 /mosquitto/auth/passwd',
-                                ],
+                                "command": ["sh", "-c", PASSWORDS_SCRIPT],
                                 "env": secret_env,
                                 "securityContext": common.container_security(),
-                                "volumeMounts": [{"name": "auth", "mountPath": "/mosquitto/auth"}],
+                                "volumeMounts": [
+                                    {"name": "auth", "mountPath": "/mosquitto/auth"},
+                                    # mosquitto_passwd -U works through tmpfile(), in /tmp.
+                                    {"name": "tmp", "mountPath": common.SCRATCH},
+                                ],
                             }
                         ],
                         "containers": [
@@ -159,6 +176,7 @@ def objects(em: EdgeModel, settings: Settings, *, generated_password: str | None
                         "volumes": [
                             {"name": "config", "configMap": {"name": config_name}},
                             {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                             {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
                         ],
                     },
