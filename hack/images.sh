@@ -55,7 +55,9 @@ IMG_METRICS="$PREFIX/metrics-server:$METRICS_SERVER_VERSION"
 MLFLOW_VERSION="$(sed -n 's|^ *image: ghcr.io/mlflow/mlflow:v\([0-9.]*\)$|\1|p' "$REPO/examples/mlflow.yaml")"
 IMG_MLFLOW="$PREFIX/mlflow:v$MLFLOW_VERSION"
 
+# shellcheck disable=SC2034  # read by hack/lib.sh
 LOG_TAG=images
+# shellcheck disable=SC2034  # read by hack/lib.sh
 RUN_LOG_DIR="$WORK/logs"
 # shellcheck source=hack/lib.sh
 source "$HACK/lib.sh"
@@ -311,7 +313,7 @@ build_project() {  # archive
 }
 
 key_mlflow() {
-  { echo "rev=$SCRIPT_REV base=$(key_base) mlflow=$MLFLOW_VERSION"; sha256sum "$HACK/mlflow.Dockerfile"; } | hash_text
+  { echo "rev=$SCRIPT_REV base=$(key_base) mlflow=$MLFLOW_VERSION"; (cd "$HACK" && sha256sum mlflow.Dockerfile); } | hash_text
 }
 
 build_mlflow() {  # archive

@@ -48,7 +48,9 @@ mkdir -p "$BIN" "$GOMODCACHE" "$GOCACHE" "$NODE/src"
 
 STEPS=6
 STARTED=$SECONDS
+# shellcheck disable=SC2034  # read by hack/lib.sh
 LOG_TAG=node-tools
+# shellcheck disable=SC2034  # read by hack/lib.sh
 RUN_LOG_DIR="$NODE/logs"
 # shellcheck source=hack/lib.sh
 source "$HACK/lib.sh"

@@ -26,7 +26,9 @@ BIN="$TOOLS/bin"
 if [[ "${1:-}" == "--print" ]]; then echo "$BIN"; exit 0; fi
 
 STARTED=$SECONDS
+# shellcheck disable=SC2034  # read by hack/lib.sh
 LOG_TAG=observability-tools
+# shellcheck disable=SC2034  # read by hack/lib.sh
 RUN_LOG_DIR="$TOOLS/logs"
 # shellcheck source=hack/lib.sh
 source "$HACK/lib.sh"
