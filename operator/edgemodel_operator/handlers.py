@@ -1,8 +1,13 @@
 """kopf wiring: every trigger asks the runner for the same level-based reconcile.
 
-Triggers: create, update and resume of an EdgeModel; a resync timer; a change in the
+Triggers: create, update and resume of an EdgeModel; a resync loop; a change in the
 replicas' drift reports; a child workload changing (a Job finishing, a Deployment
 becoming available, someone editing a child by hand). Handlers stay thin.
+
+Nothing is read or built at import: :func:`startup` takes the settings from kopf's
+``memo`` (``edgemodel-operator`` puts them there) or, under ``kopf run -m
+edgemodel_operator.handlers``, loads them from the environment then; it keeps what the
+handlers share, an :class:`Operator`, in the memo, which kopf hands to every handler.
 
 I/O: none beyond what kopf does; the work happens in :mod:`edgemodel_operator.reconcile`.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -23,21 +29,39 @@ from edgemodel import api
 from edgemodel_operator import kube, leader, metrics, names, observe, reconcile, runner
 from edgemodel_operator.settings import Settings
 
+__all__ = [
+    "MEMO_OPERATOR",
+    "MEMO_SETTINGS",
+    "Operator",
+    "watched_namespaces",
+]
+
 log = logging.getLogger(__name__)
 
-SETTINGS = Settings.from_env(os.environ)
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
+MEMO_SETTINGS = "settings"
+"""Key of the :class:`Settings` in kopf's operator memo (optional: else loaded at startup)."""
+MEMO_OPERATOR = "operator"
+"""Key of the :class:`Operator` in kopf's memo (each object's memo is a copy that shares it)."""
+
+Key = tuple[str, str]
 
 
-class _State:
-    runner: runner.Runner | None = None
+@dataclasses.dataclass
+class Operator:
+    """What the handlers share, built by :func:`startup` and kept in kopf's memo."""
+
+    settings: Settings
+    runner: runner.Runner
+    metrics: metrics.OperatorMetrics
     elector: leader.LeaderElector | None = None
-    metrics: metrics.OperatorMetrics | None = None
-    task: asyncio.Task[None] | None = None
     lease_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    versions: dict[Key, str | None] = dataclasses.field(default_factory=dict)
+    """Each EdgeModel's resourceVersion from the last watch event, for the resync loop."""
 
-
-STATE = _State()
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader
 
 
 def watched_namespaces(value: str | None) -> list[str]:
@@ -45,10 +69,11 @@ def watched_namespaces(value: str | None) -> list[str]:
     return [n.strip() for n in (value or "").split(",") if n.strip()]
 
 
-def _runner() -> runner.Runner:
-    if STATE.runner is None:
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return STATE.runner
+def _operator(memo: Any) -> Operator:
+    op = memo.get(MEMO_OPERATOR) if memo is not None else None
+    if not isinstance(op, Operator):  # kopf runs startup before any resource handler
+        raise RuntimeError("the operator has not started")
+    return op
 
 
 async def _reconcile(run: runner.Runner, namespace: str | None, name: str | None) -> reconcile.Outcome | None:
@@ -71,10 +96,7 @@ async def _reconcile(run: runner.Runner, namespace: str | None, name: str | None
 
 
 async def _lead_forever(
-    elector: leader.LeaderElector,
-    run: runner.Runner,
-    gauge: Any,
-    executor: concurrent.futures.Executor,
+    op: Operator, elector: leader.LeaderElector, executor: concurrent.futures.Executor
 ) -> None:
     """Keep the Lease; on becoming leader, reconcile every EdgeModel that needs it.
 
@@ -91,20 +113,21 @@ async def _lead_forever(
         except Exception:
             log.exception("Leader election step failed")
             now_leading = False
-        gauge.set(1 if now_leading else 0)
+        op.metrics.leader.set(1 if now_leading else 0)
         if now_leading:
             if not was_leading:
-                run.spawn(_resync_all(run))
-            run.resume()
+                op.runner.spawn(_resync_all(op))
+            op.runner.resume()
         await asyncio.sleep(interval)
 
 
-async def _resync_all(run: runner.Runner) -> None:
+async def _resync_all(op: Operator) -> None:
     """Reconcile every EdgeModel that may have changed while this replica did not lead."""
+    run = op.runner
     client = run.reconciler.kube
     items: list[dict[str, Any]] = []
     try:
-        scopes: list[str | None] = [*watched_namespaces(SETTINGS.namespace)] or [None]
+        scopes: list[str | None] = [*watched_namespaces(op.settings.namespace)] or [None]
         for namespace in scopes:
             items += await asyncio.to_thread(client.list_all, api.KIND, namespace)
     except kube.ApiException:
@@ -119,8 +142,38 @@ async def _resync_all(run: runner.Runner) -> None:
             run.submit(ns, name)
 
 
+def resync_due(op: Operator) -> int:
+    """One resync tick: request a pass of every EdgeModel :meth:`Reconciler.due` says needs one.
+
+    Answered from memory (the resourceVersions the watch delivered), with no API call;
+    nothing while this replica does not lead. Returns how many were requested.
+    """
+    if not op.is_leader():
+        return 0
+    run = op.runner
+    due = [k for k, rv in list(op.versions.items()) if not run.busy(*k) and run.reconciler.due(*k, rv)]
+    for namespace, name in due:
+        run.submit(namespace, name)
+    return len(due)
+
+
+async def _resync_forever(op: Operator) -> None:
+    """The level-based safety net: a tick every ``resync_seconds``; one loop for all EdgeModels.
+
+    One task in place of a kopf timer per EdgeModel: its interval comes from the settings
+    at startup, and kopf adds no finalizer to each EdgeModel (a timer needs one).
+    """
+    while True:
+        await asyncio.sleep(op.settings.resync_seconds)
+        resync_due(op)
+
+
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = memo.get(MEMO_SETTINGS)
+    if not isinstance(config, Settings):
+        config = Settings.from_env(os.environ)
+        memo[MEMO_SETTINGS] = config
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeml.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="edgeml.dev", key="last-handled-configuration"
@@ -128,73 +181,59 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
-    STATE.metrics = metrics.OperatorMetrics()
+    operator_metrics = metrics.OperatorMetrics()
     client = kube.Kube.from_environment(
-        field_manager=SETTINGS.field_manager, on_request=STATE.metrics.api_requests.inc
+        field_manager=config.field_manager, on_request=operator_metrics.api_requests.inc
     )
-    if SETTINGS.metrics_port:
-        prometheus_client.start_http_server(SETTINGS.metrics_port, addr=SETTINGS.bind_address)
-    reconciler = reconcile.Reconciler(client, SETTINGS, operator_metrics=STATE.metrics)
-    if SETTINGS.leader_election:
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port, addr=config.bind_address)
+    reconciler = reconcile.Reconciler(client, config, operator_metrics=operator_metrics)
+    elector = None
+    if config.leader_election:
         elector = leader.LeaderElector(
             client,
-            namespace=SETTINGS.lease_namespace,
-            name=SETTINGS.lease_name,
-            identity=SETTINGS.identity,
-            duration_seconds=SETTINGS.lease_duration_seconds,
+            namespace=config.lease_namespace,
+            name=config.lease_name,
+            identity=config.identity,
+            duration_seconds=config.lease_duration_seconds,
         )
-        STATE.elector = elector
-        STATE.runner = runner.Runner(
-            reconciler, is_leader=lambda: elector.is_leader, workers=SETTINGS.reconcile_workers
-        )
-        STATE.lease_executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="lease"
-        )
-        STATE.task = asyncio.create_task(
-            _lead_forever(elector, STATE.runner, STATE.metrics.leader, STATE.lease_executor)
-        )
+    run = runner.Runner(
+        reconciler,
+        is_leader=(lambda: elector.is_leader) if elector is not None else (lambda: True),
+        workers=config.reconcile_workers,
+    )
+    op = Operator(settings=config, runner=run, metrics=operator_metrics, elector=elector)
+    if elector is not None:
+        op.lease_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
+        op.tasks.append(asyncio.create_task(_lead_forever(op, elector, op.lease_executor)))
     else:
-        STATE.runner = runner.Runner(reconciler, is_leader=lambda: True, workers=SETTINGS.reconcile_workers)
-        STATE.metrics.leader.set(1)
-    log.info("Started edgemodel-operator as %s", SETTINGS.identity)
+        operator_metrics.leader.set(1)
+    op.tasks.append(asyncio.create_task(_resync_forever(op)))
+    memo[MEMO_OPERATOR] = op
+    log.info("Started edgemodel-operator as %s", config.identity)
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    if STATE.task is not None:
-        STATE.task.cancel()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    op = memo.get(MEMO_OPERATOR)
+    if not isinstance(op, Operator):
+        return
+    for task in op.tasks:
+        task.cancel()
+    for task in op.tasks:
         with contextlib.suppress(asyncio.CancelledError):
-            await STATE.task
-    if STATE.runner is not None:
-        await STATE.runner.close()
-    if STATE.elector is not None:
-        if STATE.lease_executor is not None:
-            await asyncio.get_running_loop().run_in_executor(STATE.lease_executor, STATE.elector.release)
-            STATE.lease_executor.shutdown(wait=False)
-        else:
-            await asyncio.to_thread(STATE.elector.release)
+            await task
+    await op.runner.close()
+    if op.elector is not None and op.lease_executor is not None:
+        await asyncio.get_running_loop().run_in_executor(op.lease_executor, op.elector.release)
+        op.lease_executor.shutdown(wait=False)
 
 
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def changed(namespace: str | None, name: str | None, **_: Any) -> None:
-    await _reconcile(_runner(), namespace, name)
-
-
-@kopf.timer(
-    api.GROUP,
-    api.VERSION,
-    api.PLURAL,
-    interval=SETTINGS.resync_seconds,
-    initial_delay=SETTINGS.resync_seconds,
-)
-async def resync(namespace: str | None, name: str | None, meta: kopf.Meta, **_: Any) -> None:
-    """Level-based safety net; a tick with nothing new to look at costs no API call."""
-    if namespace is None or name is None or STATE.runner is None:
-        return
-    if STATE.runner.reconciler.due(namespace, name, meta.get("resourceVersion")):
-        await _reconcile(_runner(), namespace, name)
+async def changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile(_operator(memo).runner, namespace, name)
 
 
 def _report_fingerprint(status: Any) -> tuple[Any, ...]:
@@ -208,13 +247,28 @@ def _report_fingerprint(status: Any) -> tuple[Any, ...]:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """A runtime's report changed what matters (drift detected, model version): act at once."""
-    if event.get("type") not in ("MODIFIED", "ADDED"):
-        return
+async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A runtime's report changed what matters (drift detected, model version): act at once.
+
+    Every event also keeps the resync loop's resourceVersion current; a deleted
+    EdgeModel is forgotten at once.
+    """
+    op = _operator(memo)
+    kind = event.get("type")
     obj: Any = event.get("object") or {}
+    if namespace is None:
+        return
+    key = (namespace, name)
+    if kind == "DELETED":
+        op.versions.pop(key, None)
+        op.runner.reconciler.forget(namespace, name)
+        op.metrics.forget(namespace, name)
+        return
+    if kind not in ("MODIFIED", "ADDED"):
+        return
+    op.versions[key] = (obj.get("metadata") or {}).get("resourceVersion")
     fingerprint = _report_fingerprint(obj.get("status"))
-    if event.get("type") == "ADDED" and "reports" not in memo:
+    if kind == "ADDED" and "reports" not in memo:
         # The first sight of an EdgeModel: the create or resume handler reconciles it, and
         # that pass reads these reports. A pass from here too would hold kopf's queue for
         # this object (the create handler waits behind it) and cost a second full pass.
@@ -227,7 +281,7 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
     # event with the same reports asks again (kopf does not retry event handlers).
     outcome = None
     with contextlib.suppress(kopf.PermanentError):
-        outcome = await _reconcile(_runner(), namespace, name)
+        outcome = await _reconcile(op.runner, namespace, name)
     if outcome is not None:
         memo["reports"] = fingerprint
 
@@ -245,7 +299,7 @@ def _owner(body: Any) -> str | None:
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 async def child_changed(
-    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     """A child changed: a Job finished, a workload's availability moved, or a hand edit."""
     owner = _owner(body)
@@ -259,7 +313,7 @@ async def child_changed(
         memo["child"] = fingerprint
         return
     memo["child"] = fingerprint
-    if STATE.runner is not None:
-        STATE.runner.reconciler.mark_dirty(namespace, owner)
+    op = _operator(memo)
+    op.runner.reconciler.mark_dirty(namespace, owner)
     with contextlib.suppress(kopf.PermanentError):
-        await _reconcile(_runner(), namespace, owner)
+        await _reconcile(op.runner, namespace, owner)

@@ -10,6 +10,7 @@ import sys
 import kopf
 
 from edgemodel_operator import handlers
+from edgemodel_operator.settings import Settings
 
 __all__ = ["configure_logging", "main"]
 
@@ -36,13 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    settings = handlers.SETTINGS
-    namespaces = handlers.watched_namespaces(args.namespace)
+    settings = Settings.load(flags={"namespace": args.namespace} if args.namespace else None, env=os.environ)
+    namespaces = handlers.watched_namespaces(settings.namespace)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{settings.bind_address}:{settings.health_port}/healthz",
+        memo=kopf.Memo({handlers.MEMO_SETTINGS: settings}),
     )
     return 0
 
