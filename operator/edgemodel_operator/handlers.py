@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -32,6 +33,8 @@ from edgemodel_operator.settings import Settings
 __all__ = [
     "MEMO_OPERATOR",
     "MEMO_SETTINGS",
+    "LeaderDiffBaseStorage",
+    "LeaderProgressStorage",
     "Operator",
     "watched_namespaces",
 ]
@@ -62,6 +65,46 @@ class Operator:
 
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.is_leader
+
+
+class LeaderProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's progress annotations, written only while this replica leads.
+
+    A standby's handlers only defer their request (the Runner runs nothing unless this
+    replica leads), so it has no progress worth keeping, and writes nothing.
+    """
+
+    def __init__(self, is_leader: Callable[[], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._is_leader = is_leader
+
+    def store(self, **kwargs: Any) -> None:
+        if self._is_leader():
+            super().store(**kwargs)
+
+    def purge(self, **kwargs: Any) -> None:
+        if self._is_leader():
+            super().purge(**kwargs)
+
+    def touch(self, **kwargs: Any) -> None:
+        if self._is_leader():
+            super().touch(**kwargs)
+
+
+class LeaderDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled-configuration annotation, written only while this replica leads.
+
+    The leader's write is the one that counts: a standby sees it in the next event and
+    so finds nothing new to handle.
+    """
+
+    def __init__(self, is_leader: Callable[[], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._is_leader = is_leader
+
+    def store(self, **kwargs: Any) -> None:
+        if self._is_leader():
+            super().store(**kwargs)
 
 
 def watched_namespaces(value: str | None) -> list[str]:
@@ -174,10 +217,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if not isinstance(config, Settings):
         config = Settings.from_env(os.environ)
         memo[MEMO_SETTINGS] = config
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgeml.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="edgeml.dev", key="last-handled-configuration"
-    )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
@@ -203,6 +242,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         workers=config.reconcile_workers,
     )
     op = Operator(settings=config, runner=run, metrics=operator_metrics, elector=elector)
+    # A standby makes no write requests: kopf's annotations are written by the leader only.
+    settings.persistence.progress_storage = LeaderProgressStorage(op.is_leader, prefix="edgeml.dev")
+    settings.persistence.diffbase_storage = LeaderDiffBaseStorage(
+        op.is_leader, prefix="edgeml.dev", key="last-handled-configuration"
+    )
     if elector is not None:
         op.lease_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         op.tasks.append(asyncio.create_task(_lead_forever(op, elector, op.lease_executor)))

@@ -95,6 +95,7 @@ class Runner:
         key = (namespace, name)
         if not self._is_leader():
             self._deferred.add(key)
+            log.debug("Deferred the reconcile of EdgeModel %s/%s: not leading", namespace, name)
             return None
         slot = self._slots.setdefault(key, _Slot())
         if slot.lock.locked():
