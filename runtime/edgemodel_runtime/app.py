@@ -31,9 +31,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubernetes import client as k8s
 from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry
 
@@ -53,6 +52,9 @@ from edgemodel_runtime import (
 )
 from edgemodel_runtime import metrics as metrics_
 from edgemodel_runtime.window import FreshReadings, TrainingWindow
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s  # imported by reporting only when a Pod reports
 
 __all__ = ["App"]
 
