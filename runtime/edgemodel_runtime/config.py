@@ -70,6 +70,9 @@ class Options(pydantic.BaseModel):
     broker_cert_file: str | None = None
     broker_key_file: str | None = None
     max_payload_bytes: int = pydantic.Field(default=payloads.MAX_PAYLOAD_BYTES, ge=64)
+    max_future_skew_seconds: float = pydantic.Field(default=payloads.MAX_FUTURE_SECONDS, ge=0)
+    """A reading whose timestamp is further ahead of its receive time is refused
+    (``future_timestamp``), so one device's bad clock cannot silence it."""
     queue_capacity: int = pydantic.Field(default=10_000, ge=1)
     """Readings held in memory; beyond this, readings are no longer acknowledged, so the
     broker stops sending and keeps them (back pressure)."""
@@ -109,6 +112,7 @@ class Settings:
             device_field=c.device_field,
             timestamp_field=c.timestamp_field,
             max_bytes=self.options.max_payload_bytes,
+            max_future_seconds=self.options.max_future_skew_seconds,
         )
 
     @property

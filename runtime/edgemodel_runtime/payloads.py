@@ -6,6 +6,17 @@ else the whole topic), a timestamp (``timestamp_field``: seconds since the epoch
 number, or an ISO 8601 string; naive ISO times are UTC; when the field is absent, the
 receive time is used) and every field of the feature spec as a finite number.
 
+Two rules keep one device from harming others (issue 12, item 7):
+
+- A timestamp more than ``Schema.max_future_seconds`` ahead of the receive time is
+  refused (``future_timestamp``). Accepted, it would make every later, correct reading of
+  that device look out of order: one bad clock would silence the device.
+- A device id from a payload field may hold no ``/``, ``+`` or ``#``: it goes into the
+  output topic (``{device}``), where it must not add or match topic levels. The id taken
+  from a topic's ``+`` level cannot hold them. The whole topic, used as the id when the
+  matching filter has no ``+``, holds ``/`` by nature; it is the topic the broker
+  routed, not a value the device chose within one level.
+
 Anything else is refused with a :class:`PayloadError` whose ``reason`` is one word from
 :data:`REASONS`, so callers can count refusals by reason.
 
@@ -23,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "MAX_DEVICE_LENGTH",
+    "MAX_FUTURE_SECONDS",
     "MAX_PAYLOAD_BYTES",
     "REASONS",
     "PayloadError",
@@ -37,6 +49,8 @@ __all__ = [
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DEVICE_LENGTH = 128
+MAX_FUTURE_SECONDS = 300.0
+"""Default of :attr:`Schema.max_future_seconds`: clocks may run this far ahead."""
 # Seconds since the epoch we accept: 1970 up to the year 3000. Anything else is a unit
 # mistake (milliseconds, nanoseconds) or garbage.
 _MAX_TS = 32_503_680_000.0
@@ -51,6 +65,7 @@ REASONS = (
     "not_finite",
     "bad_timestamp",
     "bad_device",
+    "future_timestamp",
     "duplicate",
     "out_of_order",
 )
@@ -88,6 +103,8 @@ class Schema:
     device_field: str | None = None
     timestamp_field: str = "ts"
     max_bytes: int = MAX_PAYLOAD_BYTES
+    max_future_seconds: float = MAX_FUTURE_SECONDS
+    """A timestamp further than this ahead of the receive time is refused."""
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -127,7 +144,8 @@ def device_from_topic(topics: Sequence[str], topic: str) -> str:
     return topic
 
 
-def _device(raw: Any) -> str:
+def _device(raw: Any, *, levels: bool = False) -> str:
+    """A device id; ``levels`` admits ``/`` (the whole topic as the id)."""
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise PayloadError(
             "bad_device", f"device id must be a string or an integer, not {type(raw).__name__}"
@@ -136,7 +154,9 @@ def _device(raw: Any) -> str:
     if not device or len(device) > MAX_DEVICE_LENGTH:
         raise PayloadError("bad_device", f"device id must be 1 to {MAX_DEVICE_LENGTH} characters")
     if "+" in device or "#" in device or "\x00" in device or not device.isprintable():
-        raise PayloadError("bad_device", "device id must be printable and hold no '+', '#' or NUL")
+        raise PayloadError("bad_device", "device id must be printable and hold no '/', '+', '#' or NUL")
+    if "/" in device and not levels:
+        raise PayloadError("bad_device", "device id must be printable and hold no '/', '+', '#' or NUL")
     return device
 
 
@@ -181,10 +201,17 @@ def parse_object(obj: Any, schema: Schema, *, topic: str | None, received: float
             raise PayloadError("missing_field", f"device field {schema.device_field!r} is missing")
         device = _device(obj[schema.device_field])
     elif topic is not None:
-        device = _device(device_from_topic(schema.topics, topic))
+        level = device_from_topic(schema.topics, topic)
+        device = _device(level, levels=level == topic)
     else:
         raise PayloadError("missing_field", "no device id: no device field and no topic")
     ts = _timestamp(obj[schema.timestamp_field]) if schema.timestamp_field in obj else received
+    if ts - received > schema.max_future_seconds:
+        raise PayloadError(
+            "future_timestamp",
+            f"timestamp is {ts - received:.0f} s ahead of the receive time "
+            f"(at most {schema.max_future_seconds:g})",
+        )
     missing = [f for f in schema.fields if f not in obj]
     if missing:
         raise PayloadError("missing_field", f"fields {missing} are missing")

@@ -9,17 +9,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgemodel_runtime import payloads
+from edgemodel import features
+from edgemodel_runtime import config, inference, payloads
 
 SCHEMA = payloads.Schema(fields=("temp", "humidity"), topics=("plant/+/sensors", "other/#"))
 WITH_FIELD = payloads.Schema(fields=("temp",), device_field="id", max_bytes=256)
+RECEIVED = 1_800_000_000.0  # 2027: every fixed timestamp below is in its past
 
 
 def parse(
     body: object, schema: payloads.Schema = SCHEMA, topic: str = "plant/d1/sensors"
 ) -> payloads.Reading:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return payloads.parse(raw, schema, topic=topic, received=123.0)
+    return payloads.parse(raw, schema, topic=topic, received=RECEIVED)
 
 
 def test_valid_reading_from_topic():
@@ -39,7 +41,7 @@ def test_device_is_whole_topic_without_plus():
 def test_iso_timestamp_naive_is_utc_and_absent_is_received_time():
     assert parse({"temp": 1, "humidity": 2, "ts": "2024-01-01T00:00:00"}).ts == 1_704_067_200.0
     assert parse({"temp": 1, "humidity": 2, "ts": "2024-01-01T01:00:00+01:00"}).ts == 1_704_067_200.0
-    assert parse({"temp": 1, "humidity": 2}).ts == 123.0
+    assert parse({"temp": 1, "humidity": 2}).ts == RECEIVED
 
 
 @pytest.mark.parametrize(
@@ -150,10 +152,84 @@ payload_bytes = st.one_of(
 def test_fuzzed_payloads_are_parsed_or_refused_with_a_reason(body, topic):
     for schema in (SCHEMA, WITH_FIELD):
         try:
-            r = payloads.parse(body, schema, topic=topic, received=1.0)
+            r = payloads.parse(body, schema, topic=topic, received=RECEIVED)
         except payloads.PayloadError as exc:
             assert exc.reason in payloads.REASONS
         else:
             assert set(r.values) == set(schema.fields)
             assert all(math.isfinite(v) for v in r.values.values())
             assert math.isfinite(r.ts) and r.device
+
+
+# ------------------------------------------------------------------ issue 12, item 7
+
+
+@pytest.mark.parametrize(
+    ("ahead", "refused"),
+    [
+        (-86_400.0, False),
+        (0.0, False),
+        (payloads.MAX_FUTURE_SECONDS, False),
+        (payloads.MAX_FUTURE_SECONDS + 1, True),
+    ],
+)
+def test_a_timestamp_too_far_ahead_of_the_receive_time_is_refused(ahead, refused):
+    body = {"temp": 1, "humidity": 2, "ts": RECEIVED + ahead}
+    if not refused:
+        assert parse(body).ts == RECEIVED + ahead
+        return
+    with pytest.raises(payloads.PayloadError) as info:
+        parse(body)
+    assert info.value.reason == "future_timestamp" and "future_timestamp" in payloads.REASONS
+
+
+def test_the_future_skew_is_configurable():
+    strict = payloads.Schema(fields=("temp", "humidity"), topics=SCHEMA.topics, max_future_seconds=5.0)
+    body = json.dumps({"temp": 1, "humidity": 2, "ts": RECEIVED + 6}).encode()
+    with pytest.raises(payloads.PayloadError, match="future_timestamp"):
+        payloads.parse(body, strict, topic="plant/d1/sensors", received=RECEIVED)
+    iso = json.dumps({"temp": 1, "humidity": 2, "ts": "2030-01-01T00:00:00Z"}).encode()
+    with pytest.raises(payloads.PayloadError, match="future_timestamp"):
+        payloads.parse(iso, SCHEMA, topic="plant/d1/sensors", received=RECEIVED)
+
+
+def test_one_bad_clock_does_not_silence_the_device():
+    """The future reading is refused, so the device's next correct readings stay in order."""
+    readings = []
+    for ts in (RECEIVED - 2, RECEIVED + 10 * 365 * 86_400, RECEIVED - 1, RECEIVED):
+        try:
+            readings.append(parse({"temp": 1, "humidity": 2, "ts": ts}))
+        except payloads.PayloadError as exc:
+            assert exc.reason == "future_timestamp"
+    spec = features.FeatureSpec(features=("humidity",), target="temp", horizon=1, lags=0)
+    plan = inference.Inference(spec).plan(readings, predicting=False)
+    assert [r.ts for r in plan.accepted] == [RECEIVED - 2, RECEIVED - 1, RECEIVED]
+    assert plan.rejected == []
+
+
+@pytest.mark.parametrize("device", ["a/b", "plant/+/x", "#", "d+1", "d#1", "/"])
+def test_a_device_id_that_would_inject_topic_levels_is_refused(device):
+    with pytest.raises(payloads.PayloadError) as info:
+        parse({"id": device, "temp": 1.0}, WITH_FIELD)
+    assert info.value.reason == "bad_device"
+
+
+def test_a_device_from_the_topic_is_one_level_or_the_routed_topic():
+    assert parse({"temp": 1, "humidity": 2}, topic="plant/d-7/sensors").device == "d-7"
+    # No '+' in the matching filter: the whole topic the broker routed is the id, levels and all.
+    assert parse({"temp": 1, "humidity": 2}, topic="other/x/y").device == "other/x/y"
+
+
+def test_the_runtime_reads_the_skew_from_its_environment():
+    env = {
+        "EDGEMODEL_TOPICS": "plant/+/sensors",
+        "EDGEMODEL_FEATURES": "humidity",
+        "EDGEMODEL_TARGET": "temp",
+        "EDGEMODEL_BROKER_HOST": "127.0.0.1",
+        "EDGEMODEL_DRIFT_THRESHOLD": "1",
+        "EDGEMODEL_MODEL_NAME": "m",
+        "EDGEMODEL_MAX_FUTURE_SKEW_SECONDS": "7.5",
+    }
+    assert config.load(None, env).schema.max_future_seconds == 7.5
+    del env["EDGEMODEL_MAX_FUTURE_SKEW_SECONDS"]
+    assert config.load(None, env).schema.max_future_seconds == payloads.MAX_FUTURE_SECONDS
