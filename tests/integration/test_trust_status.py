@@ -1,13 +1,13 @@
-"""Issue 12, item 2, on the real API server: replica reports that cannot be true.
+"""Issue 12, item 2, on the real API server: impossible reports, and a status the operator cannot read.
 
 The ValidatingAdmissionPolicy (test_trust_runtime_status) keeps a runtime to its own
 entry. These tests write as an admin, which is what a runtime could do without the
 policy, or within its own entry: the operator itself ignores reports from the future or
 from Pods that are not its replicas, removes them, and counts them.
 
-An unreadable status cannot be stored through this CRD's schema (the API server refuses,
-for example, a time with no zone), so the hold it causes is tested on the pure parser
-and planner in tests/unit/test_operator_trust.py.
+A status the API server stores but the operator cannot read (a time in year 0: valid
+RFC 3339, out of Python's range) holds retraining, with a condition and an Event, and
+resets nothing.
 """
 
 from __future__ import annotations
@@ -109,6 +109,55 @@ def test_reports_from_the_future_or_from_no_replica_are_ignored_removed_and_coun
     )
     # A true report of drift still starts a retrain: the loop heals.
     edgemodels.report(api_client, namespace, "em", pod, rmse=2.0, samples=100, detected=True, version="1")
+    processes.wait_until(
+        lambda: _retrains(api_client, namespace, "em") == ["em-retrain-2"],
+        timeout=30,
+        what="a retraining Job",
+    )
+
+
+def test_an_unreadable_status_holds_retraining_with_a_condition_and_an_event(
+    api_client, namespace, operators
+):
+    operators()
+    edgemodels.create(api_client, namespace, "em", SPEC)
+    pod = edgemodels.serving(api_client, namespace, "em")
+    before = _raw_status(api_client, namespace, "em")
+    # Year 0: RFC 3339 for the API server, out of range for Python. In the same write, the
+    # live replica reports drift: the pass that reads it must start nothing.
+    _patch_status(
+        api_client,
+        namespace,
+        "em",
+        {
+            "retraining": {"lastTriggeredTime": "0000-01-01T00:00:00Z"},
+            "replicaDrift": {pod: {**FORGED, "rmse": 2.0, "reportTime": _now()}},
+        },
+    )
+    processes.wait_until(
+        lambda: (
+            _condition(_raw_status(api_client, namespace, "em"), "Degraded").get("reason")
+            == "StatusUnreadable"
+        ),
+        timeout=30,
+        what="Degraded=True, StatusUnreadable",
+    )
+    held = _raw_status(api_client, namespace, "em")
+    degraded = _condition(held, "Degraded")
+    assert degraded["status"] == "True"
+    assert "status.retraining.lastTriggeredTime" in degraded["message"]
+    # The pass that wrote the condition saw the drift and started nothing; nothing was reset.
+    assert _retrains(api_client, namespace, "em") == []
+    assert held["retraining"]["count"] == before["retraining"]["count"] == 1
+    assert held["model"]["history"] == before["model"]["history"]
+    assert pod in held["replicaDrift"]
+    events = kubernetes.client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+    warned = [e for e in events if e.reason == "StatusUnreadable" and e.involved_object.name == "em"]
+    assert len(warned) == 1 and warned[0].type == "Warning"
+    assert "lastTriggeredTime" in warned[0].message
+    # Repaired by a person: the policy goes on from what it remembered, and the drift retrains.
+    _patch_status(api_client, namespace, "em", {"retraining": {"lastTriggeredTime": "2026-11-23T12:00:00Z"}})
+    edgemodels.wait_condition(api_client, namespace, "em", "Degraded", "False")
     processes.wait_until(
         lambda: _retrains(api_client, namespace, "em") == ["em-retrain-2"],
         timeout=30,
