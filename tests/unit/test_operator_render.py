@@ -190,3 +190,13 @@ def test_tracking_uri_prefers_the_spec():
     spec = _example("edgemodel.yaml")
     spec = {**spec, "model": {**spec["model"], "trackingUri": "http://mine:5000"}}
     assert inference.tracking_uri(_em(spec), SETTINGS) == "http://mine:5000"
+
+
+def test_inference_has_a_startup_probe_long_enough_for_a_slow_start() -> None:
+    """On a small node the runtime needs tens of seconds before it serves /healthz; the
+    liveness probe must not count until it does (found on the e2e's real node)."""
+    objs = _by_kind(render.desired(_em(_example("edgemodel.yaml")), SETTINGS, generated_password="x"))
+    container = objs[("StatefulSet", "line1-inference")]["spec"]["template"]["spec"]["containers"][0]
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == container["livenessProbe"]["httpGet"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120

@@ -28,6 +28,8 @@ from edgemodel_operator.settings import Settings
 __all__ = ["HTTP_PORT", "objects", "runtime_config"]
 
 HTTP_PORT = 8080
+STARTUP_PROBE_FAILURES = 60
+"""Five-second startup probes a runtime may fail before kubelet restarts it: five minutes."""
 COMPONENT = "inference"
 CONFIG_KEY = "runtime.json"
 CONFIG_DIR = "/etc/edgemodel"
@@ -172,6 +174,14 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
                             "args": ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
                             "env": env,
                             "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+                            # Starting takes a while on a small node (scikit-learn, MLflow's
+                            # client, the model): without this the liveness probe killed the
+                            # runtime before it served, on the e2e's real node.
+                            "startupProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                "periodSeconds": 5,
+                                "failureThreshold": STARTUP_PROBE_FAILURES,
+                            },
                             "livenessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "http"},
                                 "periodSeconds": 10,
