@@ -90,7 +90,9 @@ def test_swap_under_load_then_refuse_a_tampered_version(mosquitto_broker, mlflow
         )
         entry = next(e for e in sink.snapshot() if e.model_error)
         assert entry.model_version == v2
-        more = testing.readings(1, 6, seed=8, start_ts=1_800_000_000.0)
+        # after the stream's readings, and not ahead of the clock (future timestamps are refused)
+        start = float(int(time.time())) - 60.0
+        more = testing.readings(1, 6, seed=8, start_ts=start)
         for p in more:
             publisher.publish(f"{name}/sensors/{p['device']}", json.dumps(p), wait=True)
         testing.wait_for(
@@ -98,7 +100,7 @@ def test_swap_under_load_then_refuse_a_tampered_version(mosquitto_broker, mlflow
             timeout=30,
             what="v2 serving on",
         )
-        assert {p["modelVersion"] for p in collector.snapshot() if p["ts"] >= 1_800_000_000.0} == {v2}
+        assert {p["modelVersion"] for p in collector.snapshot() if p["ts"] >= start} == {v2}
 
         # Pointing the alias back at the serving version clears the error.
         client.set_registered_model_alias(name, "champion", v2)
