@@ -114,8 +114,19 @@ def test_hand_edits_are_put_right_spec_changes_roll_out_and_delete_cleans_up(
         timeout=30,
         what="the new topics in the runtime config",
     )
-    after = apps.read_namespaced_stateful_set("em-inference", namespace).spec.template.metadata.annotations
-    assert after["edgeml.dev/config-hash"] != before["edgeml.dev/config-hash"]
+
+    # The same pass applies the StatefulSet after the ConfigMap: wait for it, do not race it.
+    def config_hash() -> str:
+        annotations = apps.read_namespaced_stateful_set(
+            "em-inference", namespace
+        ).spec.template.metadata.annotations
+        return str(annotations["edgeml.dev/config-hash"])
+
+    processes.wait_until(
+        lambda: config_hash() != before["edgeml.dev/config-hash"],
+        timeout=30,
+        what="a new config hash in the Pod template (the Pods roll)",
+    )
     st = edgemodels.status(api_client, namespace, "em")
     processes.wait_until(
         lambda: edgemodels.status(api_client, namespace, "em").observed_generation == 2,
