@@ -53,11 +53,11 @@ class Mosquitto:
         passwd = self.workdir / "passwd"
         passwd.unlink(missing_ok=True)
         mosquitto_passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-        subprocess.run(
-            [mosquitto_passwd, "-b", "-c", str(passwd), self.username, self.password],
-            check=True,
-            capture_output=True,
-        )
+        # As the operator's broker does: the plain file first, hashed in place, so the
+        # password is never in a process's argv.
+        passwd.write_text(f"{self.username}:{self.password}\n")
+        passwd.chmod(0o600)
+        subprocess.run([mosquitto_passwd, "-U", str(passwd)], check=True, capture_output=True)
         passwd.chmod(0o600)
         (self.workdir / "data").mkdir(exist_ok=True)
         tls_lines: list[str] = []
