@@ -466,6 +466,8 @@ class Publisher:
             plant = self.plant
             step = 0
             while self.count is None or step < self.count:
+                if step == plant.drift.start and plant.drift.kind != "none":
+                    log.info("Drift began", extra={"drift": dataclasses.asdict(plant.drift)})
                 yield step / (self.rate * self.speedup if self.speedup > 0 else math.inf), plant.step()
                 step += 1
             return

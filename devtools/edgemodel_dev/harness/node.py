@@ -79,25 +79,19 @@ def _cgroup_roots(name: str) -> list[pathlib.Path]:
 def _pids_in(roots: Iterable[pathlib.Path]) -> set[int]:
     pids: set[int] = set()
     for root in roots:
-        if not root.exists():
-            continue
-        for procs in root.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError):
-                pids.update(int(p) for p in procs.read_text().split())
+        for folder, _subfolders, files in os.walk(root):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError):
+                    pids.update(int(p) for p in pathlib.Path(folder, "cgroup.procs").read_text().split())
     return pids
 
 
 def _remove_cgroups(roots: Iterable[pathlib.Path]) -> None:
+    """Remove each root's cgroup folders, deepest first; folders that vanish meanwhile are fine."""
     for root in roots:
-        if not root.exists():
-            continue
-        for folder in sorted(
-            (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-        ):
+        for folder, _subfolders, _files in os.walk(root, topdown=False):
             with contextlib.suppress(OSError):
-                folder.rmdir()
-        with contextlib.suppress(OSError):
-            root.rmdir()
+                os.rmdir(folder)
 
 
 def _render(path: pathlib.Path, **values: str) -> list[dict[str, Any]]:
