@@ -12,6 +12,23 @@ from edgemodel import api, contracts
 from edgemodel_dev.harness import pods, processes
 
 
+def spec(**sections: dict[str, Any]) -> dict[str, Any]:
+    """A small valid spec on an external broker (so no broker Pods), as most operator tests want.
+
+    Each keyword adds a section or replaces one: ``spec(scaling={"minReplicas": 1, "maxReplicas": 1})``.
+    """
+    return {
+        "sensors": {
+            "topics": ["plant/+/telemetry"],
+            "features": ["temperature", "humidity"],
+            "target": "temperature",
+        },
+        "drift": {"threshold": 1.0, "window": 100},
+        "broker": {"host": "mqtt.site.example", "port": 1883},
+        **sections,
+    }
+
+
 def body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name}, "spec": spec}
 

@@ -29,17 +29,7 @@ pytestmark = pytest.mark.cluster
 ALERT = "EdgeModelDriftedTooLong"
 DRIFTED_FOR = 5  # seconds, the chart's prometheusRule.driftedFor here
 KSM_CONFIG = chart.CHART.parent.parent / "deploy" / "alerts" / "kube-state-metrics-edgemodel.yaml"
-SPEC = {
-    "sensors": {
-        "topics": ["plant/+/telemetry"],
-        "features": ["temperature", "humidity"],
-        "target": "temperature",
-    },
-    "drift": {"threshold": 1.0, "window": 100},
-    "scaling": {"minReplicas": 1, "maxReplicas": 1},
-    "retraining": {"cooldownSeconds": 300},
-    "broker": {"host": "mqtt.site.example", "port": 1883},
-}
+SPEC = edgemodels.spec(scaling={"minReplicas": 1, "maxReplicas": 1}, retraining={"cooldownSeconds": 300})
 
 
 def _custom_resource_state_config() -> str:

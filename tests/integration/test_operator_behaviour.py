@@ -20,17 +20,7 @@ pytestmark = pytest.mark.cluster
 
 
 def _spec(**over: dict) -> dict:
-    spec = {
-        "sensors": {
-            "topics": ["plant/+/telemetry"],
-            "features": ["temperature", "humidity"],
-            "target": "temperature",
-        },
-        "drift": {"threshold": 1.0, "window": 100},
-        "scaling": {"minReplicas": 1, "maxReplicas": 3},
-        "retraining": {"cooldownSeconds": 300},
-        "broker": {"host": "mqtt.site.example", "port": 1883},
-    }
+    spec = edgemodels.spec(scaling={"minReplicas": 1, "maxReplicas": 3}, retraining={"cooldownSeconds": 300})
     for key, value in over.items():
         spec[key] = {**spec.get(key, {}), **value}
     return spec

@@ -20,16 +20,7 @@ from tests.integration import edgemodels
 
 pytestmark = pytest.mark.cluster
 
-SPEC = {
-    "sensors": {
-        "topics": ["plant/+/telemetry"],
-        "features": ["temperature", "humidity"],
-        "target": "temperature",
-    },
-    "drift": {"threshold": 1.0, "window": 100},
-    "scaling": {"minReplicas": 1, "maxReplicas": 3},
-    "broker": {"host": "mqtt.site.example", "port": 1883},
-}
+SPEC = edgemodels.spec(scaling={"minReplicas": 1, "maxReplicas": 3})
 
 
 def test_kopf_run_of_the_handlers_module_reconciles(cluster, api_client, namespace, tmp_path: pathlib.Path):

@@ -25,16 +25,7 @@ DIFF_BASE = "edgeml.dev/last-handled-configuration"
 WRITES = ["create", "update", "patch", "delete", "deletecollection"]
 READS = ["get", "list", "watch"]
 OPERATOR_NAMESPACE = "edgemodel-system"  # where the harness puts the operator's ServiceAccounts
-SPEC = {
-    "sensors": {
-        "topics": ["plant/+/telemetry"],
-        "features": ["temperature", "humidity"],
-        "target": "temperature",
-    },
-    "drift": {"threshold": 1.0, "window": 100},
-    "scaling": {"minReplicas": 1, "maxReplicas": 3},
-    "broker": {"host": "mqtt.site.example", "port": 1883},
-}
+SPEC = edgemodels.spec(scaling={"minReplicas": 1, "maxReplicas": 3})
 
 
 def _flow_schema(name: str, account: str, verbs: list[str]) -> dict[str, Any]:

@@ -20,15 +20,7 @@ from tests.integration import edgemodels
 
 pytestmark = pytest.mark.cluster
 
-SPEC: dict[str, Any] = {
-    "sensors": {
-        "topics": ["plant/+/telemetry"],
-        "features": ["temperature", "humidity"],
-        "target": "temperature",
-    },
-    "drift": {"threshold": 1.0, "window": 100},
-    "broker": {"host": "mqtt.site.example", "port": 1883},
-}
+SPEC: dict[str, Any] = edgemodels.spec()
 
 
 def _degraded(client, namespace: str, name: str) -> dict[str, Any]:

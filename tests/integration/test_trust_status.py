@@ -25,16 +25,7 @@ from tests.integration import edgemodels
 
 pytestmark = pytest.mark.cluster
 
-SPEC = {
-    "sensors": {
-        "topics": ["plant/+/telemetry"],
-        "features": ["temperature", "humidity"],
-        "target": "temperature",
-    },
-    "drift": {"threshold": 1.0, "window": 100},
-    "retraining": {"cooldownSeconds": 0},
-    "broker": {"host": "mqtt.site.example", "port": 1883},
-}
+SPEC = edgemodels.spec(retraining={"cooldownSeconds": 0})
 FORGED = {"rmse": 9.0, "samples": 100, "detected": True, "reason": "Threshold", "modelVersion": "1"}
 
 
