@@ -124,11 +124,12 @@ step_simulator() {
 
 ready_with_model() { local r _d _t v; read -r r _d _t v <<<"$(em_state)"; [[ "${r}" == True && -n "${v}" ]]; }
 
-# Drifted or Retraining, or already a newer version (the retrain may finish between polls).
+# Drifted, or already a newer version (the retrain may finish between polls). Not Retraining
+# alone: the bootstrap Job of the first version sets it too.
 drifted_or_newer() {
-  local _r d t v
-  read -r _r d t v <<<"$(em_state)"
-  [[ "${d}" == True || "${t}" == True ]] || [[ -n "${v}" && "${v}" != "${FIRST_VERSION}" ]]
+  local _r d _t v
+  read -r _r d _t v <<<"$(em_state)"
+  [[ "${d}" == True ]] || [[ -n "${v}" && "${v}" != "${FIRST_VERSION}" ]]
 }
 
 recovered() {
