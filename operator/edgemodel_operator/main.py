@@ -9,8 +9,11 @@ import sys
 
 import kopf
 
+from edgemodel.settingsources import SettingsError
 from edgemodel_operator import handlers
 from edgemodel_operator.settings import Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["configure_logging", "main"]
 
@@ -37,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    settings = Settings.load(flags={"namespace": args.namespace} if args.namespace else None, env=os.environ)
+    try:
+        settings = Settings.load(
+            flags={"namespace": args.namespace} if args.namespace else None, env=os.environ
+        )
+    except SettingsError as exc:
+        log.error("Refused the settings: %s", exc)
+        return 2
     namespaces = handlers.watched_namespaces(settings.namespace)
     kopf.run(
         standalone=True,

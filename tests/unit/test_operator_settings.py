@@ -72,3 +72,12 @@ def test_a_bad_setting_fails_at_start_naming_it(env: dict[str, str], named: str)
 def test_a_missing_settings_file_is_named(tmp_path) -> None:
     with pytest.raises(SettingsError, match=r"operator\.yaml"):
         Settings.from_env({"EDGEMODEL_SETTINGS_FILE": str(tmp_path / "operator.yaml")})
+
+
+def test_the_operator_refuses_a_bad_setting_at_start_naming_it(monkeypatch, caplog):
+    from edgemodel_operator import main  # noqa: PLC0415 - the console script's module
+
+    monkeypatch.setenv("EDGEMODEL_RESYNC_SECONDS", "-5")
+    with caplog.at_level("ERROR"):
+        assert main.main([]) == 2
+    assert "resync_seconds (EDGEMODEL_RESYNC_SECONDS" in caplog.text
