@@ -349,9 +349,9 @@ def test_figures_image_sizes_and_the_runtime_memory(
 def test_uninstall_in_the_documented_order_leaves_nothing_behind(
     real_cluster: node.RealCluster, steps: Steps, loop: dict[str, Any]
 ) -> None:
-    # The documented order: EdgeModels first, while the operator still runs to finish them,
-    # then the release. (The other way round leaves the EdgeModels' finalizers with no one
-    # to remove them.)
+    # The documented order (docs/install.md): EdgeModels first, while the operator still runs
+    # to finish them, then the release, then its namespace. (The other way round leaves the
+    # EdgeModels' finalizers with no one to remove them.)
     _kubectl(real_cluster, "-n", NS, "delete", "pod", "edgemodel-simulator", "--ignore-not-found")
     _kubectl(real_cluster, "-n", NS, "delete", "edgemodel", EM, "--wait=true", "--timeout=180s")
     helm = steps.env["HELM"]
@@ -362,6 +362,8 @@ def test_uninstall_in_the_documented_order_leaves_nothing_behind(
         capture_output=True,
         timeout=240,
     )
+    # The release namespace holds what the operator made for itself (its leader Lease).
+    _kubectl(real_cluster, "delete", "namespace", OPERATOR_NS, "--wait=true", "--timeout=180s")
     selector = "app.kubernetes.io/part-of=edgemodel"
     namespaced = "all,configmaps,secrets,serviceaccounts,roles,rolebindings,jobs,cronjobs,hpa,networkpolicies"
     cluster_wide = (
@@ -375,7 +377,8 @@ def test_uninstall_in_the_documented_order_leaves_nothing_behind(
             for line in _kubectl(real_cluster, "get", cluster_wide, "-o", "name").splitlines()
             if "edgemodel" in line
         ]
-        found += _kubectl(real_cluster, "get", "leases", "-n", OPERATOR_NS, "-o", "name").splitlines()
+        namespaces = _kubectl(real_cluster, "get", "namespaces", "-o", "name").splitlines()
+        found += [line for line in namespaces if line == f"namespace/{OPERATOR_NS}"]
         # examples/mlflow.yaml is the user's own, not the chart's or the operator's.
         return [line for line in found if line.strip() and "mlflow" not in line]
 
