@@ -26,7 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 STEPS = REPO / "hack" / "e2e-steps.sh"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when tests/e2e is done, not at the end of the session
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[node.RealCluster]:
     reason = nodetools.unavailable_reason()
     if reason is not None:

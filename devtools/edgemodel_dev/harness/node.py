@@ -510,9 +510,14 @@ class RealCluster:
         self.plane.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
 
     def stop(self) -> None:
-        self.node.stop()
-        self.plane.stop()
-        self.network.delete()
+        """Stop the node, then the control plane, then delete the network, whatever fails."""
+        try:
+            self.node.stop()
+        finally:
+            try:
+                self.plane.stop()
+            finally:
+                self.network.delete()
 
     def __enter__(self) -> RealCluster:
         return self.start()
