@@ -384,7 +384,8 @@ def test_uninstall_in_the_documented_order_leaves_nothing_behind(
         found += [
             line
             for line in _kubectl(real_cluster, "get", cluster_wide, "-o", "name").splitlines()
-            if "edgemodel" in line
+            # The harness's own add-ons (CoreDNS, metrics-server) are named edgemodel-harness:*.
+            if "edgemodel" in line and "edgemodel-harness:" not in line
         ]
         namespaces = _kubectl(real_cluster, "get", "namespaces", "-o", "name").splitlines()
         found += [line for line in namespaces if line == f"namespace/{OPERATOR_NS}"]
