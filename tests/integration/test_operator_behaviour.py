@@ -214,7 +214,7 @@ def test_restart_mid_flight_starts_no_duplicate_job_and_loses_no_state(api_clien
     edgemodels.report(api_client, namespace, "em", pod, rmse=2.0, samples=100, detected=True, version="1")
     processes.wait_until(
         lambda: _after_bootstrap(api_client, namespace, "em") == ["em-retrain-2"],
-        timeout=15,
+        timeout=60,
         what="the retraining Job",
     )
     first.kill()  # a crash: no cleanup, the Lease is not released
@@ -224,12 +224,12 @@ def test_restart_mid_flight_starts_no_duplicate_job_and_loses_no_state(api_clien
     edgemodels.report(api_client, namespace, "em", pod, rmse=2.2, samples=100, detected=True, version="1")
     processes.wait_until(
         lambda: second.metrics_text().count("edgemodel_operator_leader 1.0") == 1,
-        timeout=30,
+        timeout=90,  # a new standby waits a whole lease duration on its own clock first
         what="the new replica to lead",
     )
     processes.wait_until(
         lambda: edgemodels.status(api_client, namespace, "em").drift.rmse == pytest.approx(2.2),
-        timeout=30,
+        timeout=60,
         what="the new replica to reconcile",
     )
     assert _after_bootstrap(api_client, namespace, "em") == ["em-retrain-2"]
