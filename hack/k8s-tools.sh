@@ -12,6 +12,8 @@ set -euo pipefail
 
 # shellcheck source=hack/versions.env
 source "$(dirname "${BASH_SOURCE[0]}")/versions.env"
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # kubernetes_module, kubernetes_ldflags
 
 CACHE="${EDGEMODEL_CACHE:-$HOME/.cache/edgemodel}"
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
@@ -67,28 +69,9 @@ build_kubernetes() {
   for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do have "$c" || cmds+=("$c"); done
   [[ ${#cmds[@]} -eq 0 ]] && return 0
   local mod="$CACHE/tools/$KEY/src/kubernetes"
-  mkdir -p "$mod"
-  local upstream
-  upstream=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  local staging="v0.${K8S_VERSION#v1.}"
-  {
-    echo "module edgemodel.dev/hack/kubernetes"
-    echo
-    grep -E '^go ' "$upstream"
-    grep -E '^godebug ' "$upstream" || true
-    echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
-    echo
-    echo "replace ("
-    # Every staging module of this release, pinned to its published tag.
-    sed -n '/^replace (/,/^)/p' "$upstream" | awk -v v="$staging" '$2 == "=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, v}'
-    echo ")"
-  } > "$mod/go.mod"
-  local major minor
-  major=$(echo "$K8S_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')
-  minor=$(echo "$K8S_VERSION" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  kubernetes_module "$mod"
+  local ld
+  ld=$(kubernetes_ldflags)
   (
     cd "$mod"
     for c in "${cmds[@]}"; do

@@ -159,30 +159,9 @@ build_kubernetes() {
   if [[ ${#cmds[@]} -eq 0 ]]; then log "  cached"; return 0; fi
   wait_for_k8s_tools
   local mod="$NODE/src/kubernetes"
-  mkdir -p "$mod"
-  local upstream staging="v0.${K8S_VERSION#v1.}"
-  upstream=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  # The same wrapper module as hack/k8s-tools.sh: k8s.io/kubernetes plus every staging module
-  # pinned to its published tag, and the release's godebug line.
-  {
-    echo "module edgemodel.dev/hack/kubernetes"
-    echo
-    grep -E '^go ' "$upstream"
-    grep -E '^godebug ' "$upstream" || true
-    echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
-    echo
-    echo "replace ("
-    sed -n '/^replace (/,/^)/p' "$upstream" |
-      awk -v v="$staging" '$2 == "=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, v}'
-    echo ")"
-  } > "$mod/go.mod"
-  local major minor
-  major=$(echo "$K8S_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')
-  minor=$(echo "$K8S_VERSION" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  kubernetes_module "$mod"
+  local ld
+  ld=$(kubernetes_ldflags)
   log "  go build ${cmds[*]} $K8S_VERSION (about 1-2 min each with the control-plane build cache warm)"
   (
     cd "$mod"
