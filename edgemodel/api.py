@@ -13,6 +13,7 @@ Pure data definitions; no I/O here.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,7 @@ __all__ = [
     "BrokerSpec",
     "Condition",
     "DetectorName",
+    "DetectorTuning",
     "DriftSpec",
     "DriftStatus",
     "EdgeModelSpec",
@@ -85,6 +87,7 @@ CRON_RE = (
 
 # An MLflow registered model name we accept: conservative, usable in tags and URIs.
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,126}$"
+MAX_MODEL_NAME = 127
 
 MAX_TOPICS = 32
 MAX_TOPIC_LENGTH = 256
@@ -106,6 +109,14 @@ def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, 
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry
+
+
+def _fit_model_name(name: str, limit: int = MAX_MODEL_NAME) -> str:
+    """``name`` within ``limit`` characters; a shortened one ends in a hash of the whole name."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}-{digest}"
 
 
 class _Model(pydantic.BaseModel):
@@ -227,6 +238,30 @@ class SensorsSpec(_Model):
         return features
 
 
+class DetectorTuning(_Model):
+    """Page-Hinkley's tuning, in units of the drift threshold (the detector reads |error| / threshold)."""
+
+    delta: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            le=100,
+            description="Rises of the mean |error| / threshold smaller than this are tolerated. "
+            "Unset: calibrated (a quarter of the way from the model's holdout error to an error at "
+            "the threshold).",
+        ),
+    ] = None
+    threshold: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=100_000,
+            description="The cumulative excess of |error| / threshold over its mean plus delta that "
+            "signals a change (lambda). Unset: calibrated (100 x delta, or more for a noisy model).",
+        ),
+    ] = None
+
+
 class DriftSpec(_Model):
     """When the model counts as drifted."""
 
@@ -254,6 +289,13 @@ class DriftSpec(_Model):
             "is an adaptive window tested with ADWIN's bound."
         ),
     ] = "page_hinkley"
+    detector_tuning: Annotated[
+        DetectorTuning | None,
+        Field(
+            description="Hand-set Page-Hinkley tuning. Unset values are calibrated on the errors "
+            "of the serving model version, measured by the trainer on its holdout."
+        ),
+    ] = None
 
 
 class ScalingSpec(_Model):
@@ -338,6 +380,12 @@ class RetrainingSpec(_Model):
     ] = 2000
 
 
+class SecretKeyRef(_Model):
+    """A reference to a Secret in the EdgeModel's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, description="Secret name.")]
+
+
 class ModelSpec(_Model):
     """The registered model and how it is trained."""
 
@@ -345,7 +393,8 @@ class ModelSpec(_Model):
         str | None,
         Field(
             pattern=MODEL_NAME_RE,
-            description="MLflow registered model name. Defaults to metadata.name.",
+            description="MLflow registered model name. Defaults to '<namespace>-<name>', so "
+            "same-named EdgeModels in two namespaces never share a registry entry.",
         ),
     ] = None
     algorithm: Annotated[
@@ -367,6 +416,16 @@ class ModelSpec(_Model):
             description="MLflow tracking URI. Defaults to the operator's cluster default.",
         ),
     ] = None
+    tracking_secret_ref: Annotated[
+        SecretKeyRef | None,
+        Field(
+            description="Secret with the MLflow credentials: keys MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN; optionally ca.crt, a CA bundle "
+            "to trust for an https tracking URI. It reaches the runtime and trainer Pods as "
+            "secretKeyRef environment variables and a mounted file, never in a ConfigMap or "
+            "argument. It must carry the label edgeml.dev/use=tracking.",
+        ),
+    ] = None
     bootstrap_data: Annotated[
         str | None,
         Field(
@@ -378,12 +437,6 @@ class ModelSpec(_Model):
             "readings the runtime collects.",
         ),
     ] = None
-
-
-class SecretKeyRef(_Model):
-    """A reference to a Secret in the EdgeModel's namespace."""
-
-    name: Annotated[str, Field(min_length=1, max_length=253, description="Secret name.")]
 
 
 class BrokerSpec(_Model):
@@ -511,9 +564,18 @@ class EdgeModelSpec(_Model):
     placement: PlacementSpec = PlacementSpec()
     suspend: Annotated[bool, Field(description="Stop automatic retraining; serving continues.")] = False
 
-    def model_name(self, metadata_name: str) -> str:
-        """The registered model name, defaulting to the EdgeModel's own name."""
-        return self.model.name or metadata_name
+    def model_name(self, metadata_name: str, namespace: str) -> str:
+        """The registered model name: ``model.name``, or ``<namespace>-<name>``.
+
+        The default keeps same-named EdgeModels of two namespaces apart in one registry. A
+        default longer than a model name may be is shortened, with a hash to keep it unique.
+
+        >>> spec = EdgeModelSpec.model_validate({"sensors": {"topics": ["a/+"], "features": ["t"],
+        ...     "target": "t"}, "drift": {"threshold": 1}})
+        >>> spec.model_name("line1", "plant")
+        'plant-line1'
+        """
+        return self.model.name or _fit_model_name(f"{namespace}-{metadata_name}")
 
 
 # --------------------------------------------------------------------------- status

@@ -5,7 +5,10 @@ Operator -> runtime
     at ``/etc/edgemodel/runtime.json`` (``EDGEMODEL_RUNTIME_CONFIG``). MQTT credentials
     are never in it: they arrive as the ``MQTT_USERNAME`` / ``MQTT_PASSWORD`` environment
     variables from a Secret. The Pod's own name and namespace arrive through the downward
-    API as ``POD_NAME`` / ``POD_NAMESPACE``.
+    API as ``POD_NAME`` / ``POD_NAMESPACE``. MLflow credentials, when the EdgeModel names a
+    tracking Secret, arrive the same way, to the runtime and the trainer, as the variables
+    MLflow's client reads itself (``MLFLOW_TRACKING_USERNAME``, ``..._PASSWORD``,
+    ``..._TOKEN``); a CA bundle arrives as a file that :data:`TRACKING_CA_ENV` names.
 
 Runtime -> operator
     Each runtime Pod merge-patches only ``status.replicaDrift.<podName>`` of its EdgeModel
@@ -35,6 +38,12 @@ Trainer -> operator
     champion, ``3`` for a challenger that was registered but rejected, ``1`` for a
     failure. The operator reads the termination message of the Job's Pod.
 
+Trainer -> runtime (the detector calibration)
+    Each version the trainer registers carries a :class:`DetectorCalibration`: statistics
+    of its errors on the holdout, in the target's units, in the version's metadata
+    (``edgemodel.registry.ModelMeta``). The runtime tunes its change detector from the
+    calibration of the version it serves (``edgemodel_runtime.drift.calibrated_tuning``).
+
 Rollback
     The operator watches the live RMSE that replicas report for a freshly promoted
     version. When it is clearly worse than the previous champion's, the operator starts a
@@ -57,10 +66,12 @@ from pydantic.alias_generators import to_camel
 from edgemodel import api
 
 __all__ = [
+    "TRACKING_CA_ENV",
     "WINDOW_ARTIFACT",
     "WINDOW_FRESH_METRIC",
     "WINDOW_TAGS",
     "Command",
+    "DetectorCalibration",
     "ExitCode",
     "RollbackConfig",
     "RuntimeConfig",
@@ -71,6 +82,9 @@ __all__ = [
 ]
 
 RUNTIME_CONFIG_PATH = "/etc/edgemodel/runtime.json"
+TRACKING_CA_ENV = "EDGEMODEL_TRACKING_CA_FILE"
+"""Names the tracking Secret's mounted CA bundle. The runtime and the trainer set
+``MLFLOW_TRACKING_SERVER_CERT_PATH`` to it when the file exists (the key is optional)."""
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 
@@ -150,6 +164,25 @@ class RuntimeConfig(_Contract):
     report_interval_seconds: float = pydantic.Field(default=5.0, gt=0)
     model_poll_seconds: float = pydantic.Field(default=5.0, gt=0)
     training_window: int = pydantic.Field(default=2000, ge=1)
+    drift_detector_delta: float | None = pydantic.Field(default=None, ge=0)
+    """Hand-set Page-Hinkley delta, in units of the drift threshold; None: calibrated."""
+    drift_detector_threshold: float | None = pydantic.Field(default=None, gt=0)
+    """Hand-set Page-Hinkley threshold (lambda), in units of the drift threshold; None: calibrated."""
+
+
+class DetectorCalibration(_Contract):
+    """A model version's errors on its holdout, in the target's units: what its detector is tuned from."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+
+    mean_abs: float = pydantic.Field(ge=0, allow_inf_nan=False)
+    """Mean absolute error."""
+    std_abs: float = pydantic.Field(ge=0, allow_inf_nan=False)
+    """Standard deviation of the absolute error."""
+    rmse: float = pydantic.Field(ge=0, allow_inf_nan=False)
+    """Root mean squared error."""
+    samples: int = pydantic.Field(ge=1)
+    """Holdout rows measured."""
 
 
 class Command(_Contract):

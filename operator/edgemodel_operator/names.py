@@ -28,6 +28,8 @@ ANNOTATION_CONFIG_HASH = "edgeml.dev/config-hash"
 ANNOTATION_RETRY = "edgeml.dev/retry"
 ANNOTATION_TRIGGER = "edgeml.dev/trigger"
 MAX_NAME = 63
+TRACKING_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+"""The credential keys of a tracking Secret; each reaches a container as the variable of its name."""
 
 
 def _fit(name: str, limit: int = MAX_NAME) -> str:

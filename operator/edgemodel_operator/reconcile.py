@@ -5,6 +5,12 @@ runtime's drift report and a finished Job all run the same pass. Every long-live
 is rendered from the spec and server-side applied each time, so hand edits are put
 right and spec changes roll out; children the spec no longer wants are deleted.
 
+An apply is skipped when the rendered child equals the one last applied and the watch of
+that kind shows the live child unchanged since (:func:`edgemodel_operator.observe.apply_reason`):
+the handlers feed every watch event of a child into :meth:`Reconciler.observe_child`, so
+the skip costs no request. Kinds no watch feeds (the managed broker's Secret) are applied
+every pass, and every ``full_resync_seconds`` a pass applies everything regardless.
+
 I/O: through :class:`edgemodel_operator.kube.Kube` only.
 """
 
@@ -16,7 +22,7 @@ import datetime
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from edgemodel import api
@@ -49,11 +55,14 @@ class Outcome:
     """What one reconcile did, for logs, metrics and tests."""
 
     applied: int
+    """Long-lived children the pass brought in line with the spec: applied, or skipped as unchanged."""
     created: tuple[str, ...]
     updated: tuple[str, ...]
     pruned: tuple[str, ...]
     started_job: str | None
     status_written: bool
+    skipped: tuple[str, ...] = ()
+    """Children whose apply was skipped: rendered as last applied, and unchanged since."""
 
 
 def _now() -> datetime.datetime:
@@ -89,8 +98,14 @@ class Reconciler:
         *,
         operator_metrics: metrics.OperatorMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        watched_kinds: Collection[str] = (),
     ) -> None:
+        """``watched_kinds``: the child kinds whose every watch event reaches :meth:`observe_child`.
+
+        Only their applies may be skipped; with none (the default) every pass applies everything.
+        """
         self.kube = client
+        self.watched_kinds = frozenset(watched_kinds)
         self._clock = clock
         self.settings = settings
         self.metrics = operator_metrics
@@ -102,6 +117,11 @@ class Reconciler:
         self._seen: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._applied_at: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
         self._passwords: dict[tuple[str, str], tuple[str, str]] = {}
+        # For skipping applies: what the last apply of each child left, what the watch last
+        # showed of it (small records, no bodies), and when a pass last applied everything.
+        self._applied: dict[tuple[str, str], dict[tuple[str, str], observe.Applied]] = {}
+        self._live: dict[tuple[str, str], dict[tuple[str, str], observe.Live]] = {}
+        self._full_apply_at: dict[tuple[str, str], float] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -177,8 +197,15 @@ class Reconciler:
     def _refusal(self, em: EdgeModel) -> trust.Refusal | None:
         """Why the operator will not act for this EdgeModel's author (issue 12, item 4), if so."""
         ref = em.spec.broker.credentials_secret
-        return trust.image_refusal(em, self.settings) or trust.secret_refusal(
-            em, None if ref is None else self.kube.get("Secret", em.namespace, ref.name)
+        tracking = em.spec.model.tracking_secret_ref
+        return (
+            trust.image_refusal(em, self.settings)
+            or trust.secret_refusal(
+                em, None if ref is None else self.kube.get("Secret", em.namespace, ref.name)
+            )
+            or trust.tracking_secret_refusal(
+                em, None if tracking is None else self.kube.get("Secret", em.namespace, tracking.name)
+            )
         )
 
     def _refuse(self, em: EdgeModel, refusal: trust.Refusal, *, now: datetime.datetime) -> Outcome:
@@ -223,6 +250,18 @@ class Reconciler:
                     pruned.append(f"{kind}/{meta['name']}")
         return pruned
 
+    @staticmethod
+    def _pruned_before(em: EdgeModel) -> bool:
+        """Whether a pass already pruned for this generation, or there can be nothing to prune.
+
+        A pass writes ``status.observedGeneration`` only after pruning for that generation,
+        so an equal one says a pass (of any replica) did. An EdgeModel whose spec never
+        changed (generation 1) that no pass finished yet has only children that very spec
+        wants. Either way the lists of every prunable kind (ten requests) are not needed.
+        """
+        seen = em.status.observed_generation
+        return seen == em.generation or (seen is None and em.generation == 1)
+
     def _job_infos(self, em: EdgeModel, now: datetime.datetime) -> list[observe.JobInfo]:
         infos = []
         last_done = em.status.retraining.last_completed_time
@@ -242,6 +281,21 @@ class Reconciler:
         return infos
 
     # ------------------------------------------------------------------ when to pass
+
+    def observe_child(
+        self, namespace: str, owner: str, kind: str, body: Mapping[str, Any], *, deleted: bool = False
+    ) -> None:
+        """A watch event of ``owner``'s child: remember what a later pass needs to skip its apply.
+
+        Kept only for EdgeModels a pass has begun on (and dropped by :meth:`forget`), so
+        the children of a deleted EdgeModel leave nothing behind. Called from the event
+        loop; a pass reads the records from its worker thread (single dict operations).
+        """
+        children = self._live.get((namespace, owner))
+        if children is None or kind not in self.watched_kinds:
+            return
+        name = str((body.get("metadata") or {}).get("name"))
+        children[(kind, name)] = observe.live(kind, body, deleted=deleted)
 
     def mark_dirty(self, namespace: str, name: str) -> None:
         """A child changed (from a watch event): the next timer tick must do the full pass."""
@@ -280,6 +334,9 @@ class Reconciler:
         self._passwords.pop(key, None)
         self._pruned_generation.pop(key, None)
         self._applied_at.pop(key, None)
+        self._applied.pop(key, None)
+        self._live.pop(key, None)
+        self._full_apply_at.pop(key, None)
 
     def tracked_children(self, namespace: str, name: str) -> frozenset[tuple[str, str]]:
         """The (kind, name) of the children whose last apply this replica remembers."""
@@ -293,6 +350,9 @@ class Reconciler:
             *self._passwords,
             *self._pruned_generation,
             *self._applied_at,
+            *self._applied,
+            *self._live,
+            *self._full_apply_at,
         }
 
     # ------------------------------------------------------------------ the pass
@@ -343,31 +403,60 @@ class Reconciler:
             return self._refuse(em, refusal, now=now)
 
         desired = render.desired(em, self.settings, generated_password=self._generated_password(em))
-        created, updated = [], []
-        by_name: dict[tuple[str, str], dict[str, Any]] = {}
+        created, updated, skipped = [], [], []
+        workloads: dict[tuple[str, str], observe.Workload | None] = {}
         last_applied = self._applied_at.get(key, {})
         applied: dict[tuple[str, str], str] = {}
+        # From here on the watch's events of this EdgeModel's children are kept (observe_child).
+        seen = dict(self._live.setdefault(key, {}))
+        full = (
+            self._clock() - self._full_apply_at.get(key, -float("inf")) >= self.settings.full_resync_seconds
+        )
+        last_records = {} if full else self._applied.get(key, {})
+        records: dict[tuple[str, str], observe.Applied] = {}
         for obj in desired:
-            result = self.kube.apply(obj)
             child = (obj["kind"], obj["metadata"]["name"])
-            by_name[child] = result
-            change = self._change(result, started, last_applied.get(child), applied)
             label = f"{obj['kind']} {obj['metadata']['name']}"
+            last = last_records.get(child)
+            if (
+                last is not None
+                and child[0] in self.watched_kinds
+                and observe.apply_reason(obj, last, seen.get(child)) is None
+            ):
+                records[child] = last
+                applied[child] = last_applied.get(child, "")
+                live = seen.get(child)
+                workloads[child] = live.workload if live is not None else last.workload
+                skipped.append(label)
+                continue
+            result = self.kube.apply(obj)
+            records[child] = observe.applied(child[0], observe.digest(obj), result)
+            workloads[child] = records[child].workload
+            change = self._change(result, started, last_applied.get(child), applied)
             if change == "Created":
                 created.append(label)
             elif change == "Updated":
                 updated.append(label)
         # Only the children the spec wants now: one pruned or renamed leaves no entry behind.
         self._applied_at[key] = applied
+        self._applied[key] = records
+        if full:
+            self._full_apply_at[key] = self._clock()
         pruned: list[str] = []
         if self._pruned_generation.get(key) != (em.uid, em.generation):
-            pruned = self._prune(em, desired)
+            if not self._pruned_before(em):
+                pruned = self._prune(em, desired)
             self._pruned_generation[key] = (em.uid, em.generation)
 
-        pods = self.kube.list("Pod", namespace, names.selector(name, "inference"))
+        # The Pods matter only to tell which reports come from live replicas.
+        pods = (
+            self.kube.list("Pod", namespace, names.selector(name, "inference"))
+            if em.status.replica_drift
+            else []
+        )
         observed = status.Observed(
-            inference=observe.statefulset(by_name.get(("StatefulSet", names.inference(name)))),
-            broker=observe.deployment(by_name.get(("Deployment", names.broker(name))))
+            inference=workloads.get(("StatefulSet", names.inference(name))) or observe.statefulset(None),
+            broker=(workloads.get(("Deployment", names.broker(name))) or observe.deployment(None))
             if em.spec.broker.managed
             else None,
             live_pods=summary.replica_pods(pods, statefulset=names.inference(name)),
@@ -409,12 +498,18 @@ class Reconciler:
             rv = (self.kube.patch_status(namespace, name, patch).get("metadata") or {}).get("resourceVersion")
         self.passed(namespace, name, rv, plan.requeue_after)
 
-        for label in created:
-            self._event(em, status.Event("Normal", "Created", f"Created {label}"))
-        for label in updated:
-            self._event(em, status.Event("Normal", "Updated", f"Updated {label}"))
-        for label in pruned:
-            self._event(em, status.Event("Normal", "Deleted", f"Deleted {label} the spec no longer needs"))
+        # One Event per kind of change in a pass, naming every child, not one per child.
+        if created:
+            self._event(em, status.Event("Normal", "Created", f"Created {', '.join(created)}"))
+        if updated:
+            self._event(em, status.Event("Normal", "Updated", f"Updated {', '.join(updated)}"))
+        if pruned:
+            self._event(
+                em,
+                status.Event(
+                    "Normal", "Deleted", f"Deleted {', '.join(pruned)}: the spec no longer needs them"
+                ),
+            )
         for event in plan.events:
             self._event(em, event)
         if created or updated or pruned or plan.events:
@@ -435,4 +530,5 @@ class Reconciler:
             pruned=tuple(pruned),
             started_job=started_job if plan.start_job is not None else None,
             status_written=patch is not None,
+            skipped=tuple(skipped),
         )

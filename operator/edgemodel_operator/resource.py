@@ -42,7 +42,7 @@ class EdgeModel:
 
     @property
     def model_name(self) -> str:
-        return self.spec.model_name(self.name)
+        return self.spec.model_name(self.name, self.namespace)
 
     @property
     def key(self) -> str:

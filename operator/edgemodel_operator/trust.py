@@ -9,7 +9,10 @@ on images from its allow-list and on Secrets that opted in with a label:
   ``allowed_image_repositories``. An entry ending in ``/`` allows every repository under it.
   The repository is compared as written: no registry or ``library/`` is filled in.
 - **Secrets.** ``spec.broker.credentialsSecret`` must carry the label
-  ``edgeml.dev/use=broker``.
+  ``edgeml.dev/use=broker``, and ``spec.model.trackingSecretRef`` the label
+  ``edgeml.dev/use=tracking`` (issue 12, item 5). The tracking Secret must also hold
+  ``MLFLOW_TRACKING_TOKEN``, or both ``MLFLOW_TRACKING_USERNAME`` and
+  ``MLFLOW_TRACKING_PASSWORD``: only the key names are looked at, never the values.
 
 Pure functions; no I/O here: the caller reads the Secret.
 """
@@ -20,26 +23,32 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from edgemodel_operator import names
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
 __all__ = [
     "IMAGE_NOT_ALLOWED",
+    "SECRET_INVALID",
     "SECRET_NOT_OPTED_IN",
     "USE_BROKER",
     "USE_LABEL",
+    "USE_TRACKING",
     "Refusal",
     "image_allowed",
     "image_refusal",
     "repository",
     "secret_refusal",
+    "tracking_secret_refusal",
 ]
 
 USE_LABEL = "edgeml.dev/use"
 """The label a Secret carries to opt in to a use by the operator."""
 USE_BROKER = "broker"
+USE_TRACKING = "tracking"
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 SECRET_NOT_OPTED_IN = "SecretNotOptedIn"  # noqa: S105 - a condition reason  # nosec B105
+SECRET_INVALID = "SecretInvalid"  # noqa: S105 - a condition reason  # nosec B105
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,23 +105,49 @@ def image_refusal(em: EdgeModel, settings: Settings) -> Refusal | None:
     )
 
 
+def _opt_in_refusal(field: str, name: str, secret: Mapping[str, Any] | None, use: str) -> Refusal | None:
+    if secret is None:
+        return Refusal(
+            SECRET_NOT_OPTED_IN,
+            f"Secret {name} ({field}) does not exist; create it with the label {USE_LABEL}={use}",
+        )
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(USE_LABEL) != use:
+        return Refusal(
+            SECRET_NOT_OPTED_IN,
+            f"Secret {name} ({field}) lacks the label {USE_LABEL}={use}; "
+            "the operator mounts only Secrets that opt in. Label it: "
+            f"kubectl label secret {name} {USE_LABEL}={use}",
+        )
+    return None
+
+
 def secret_refusal(em: EdgeModel, secret: Mapping[str, Any] | None) -> Refusal | None:
     """Why ``spec.broker.credentialsSecret`` may not be used; ``secret`` is what the API server holds."""
     ref = em.spec.broker.credentials_secret
     if ref is None:
         return None
-    if secret is None:
-        return Refusal(
-            SECRET_NOT_OPTED_IN,
-            f"Secret {ref.name} (spec.broker.credentialsSecret) does not exist; create it with the "
-            f"label {USE_LABEL}={USE_BROKER}",
-        )
-    labels = (secret.get("metadata") or {}).get("labels") or {}
-    if labels.get(USE_LABEL) != USE_BROKER:
-        return Refusal(
-            SECRET_NOT_OPTED_IN,
-            f"Secret {ref.name} (spec.broker.credentialsSecret) lacks the label {USE_LABEL}={USE_BROKER}; "
-            "the operator mounts only Secrets that opt in. Label it: "
-            f"kubectl label secret {ref.name} {USE_LABEL}={USE_BROKER}",
-        )
-    return None
+    return _opt_in_refusal("spec.broker.credentialsSecret", ref.name, secret, USE_BROKER)
+
+
+def tracking_secret_refusal(em: EdgeModel, secret: Mapping[str, Any] | None) -> Refusal | None:
+    """Why ``spec.model.trackingSecretRef`` may not be used; ``secret`` is what the API server holds.
+
+    Only the label and the key names are read: no value goes into a message.
+    """
+    ref = em.spec.model.tracking_secret_ref
+    if ref is None:
+        return None
+    field = "spec.model.trackingSecretRef"
+    refusal = _opt_in_refusal(field, ref.name, secret, USE_TRACKING)
+    if refusal is not None or secret is None:
+        return refusal
+    keys = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+    username, password, token = names.TRACKING_KEYS
+    if token in keys or {username, password} <= keys:
+        return None
+    return Refusal(
+        SECRET_INVALID,
+        f"Secret {ref.name} ({field}) holds neither {token} nor both {username} and {password}; "
+        f"it has the keys [{', '.join(sorted(keys))}]. Add the credentials MLflow expects",
+    )

@@ -12,8 +12,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
+from edgemodel import contracts
 from edgemodel_runtime import app, config, logs
 
 __all__ = ["main"]
@@ -30,9 +31,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def trust_tracking_ca(env: MutableMapping[str, str]) -> None:
+    """Trust the tracking Secret's CA bundle for MLflow, when the operator mounted one."""
+    path = env.get(contracts.TRACKING_CA_ENV)
+    if path and os.path.isfile(path):
+        env.setdefault("MLFLOW_TRACKING_SERVER_CERT_PATH", path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup(args.log_level or os.environ.get("EDGEMODEL_LOG_LEVEL", "INFO"))
+    trust_tracking_ca(os.environ)
     try:
         settings = config.load(args, os.environ)
     except config.ConfigError as exc:

@@ -45,7 +45,7 @@ def test_valid_spec_gets_documented_defaults():
     assert spec.retraining.cooldown_seconds == 300
     assert spec.model.algorithm == "ridge"
     assert spec.broker.managed
-    assert spec.model_name("line1") == "line1"
+    assert spec.model_name("line1", "plant") == "plant-line1"
 
 
 def _error_paths(exc: pydantic.ValidationError) -> list[str]:

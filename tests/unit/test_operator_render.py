@@ -146,7 +146,7 @@ def test_retraining_job_is_deterministic_and_bounded():
     assert (
         args
         == contracts.TrainerConfig(
-            model_name="line1",
+            model_name="plant-line1",
             tracking_uri=SETTINGS.mlflow_tracking_uri,
             features=["temperature", "humidity"],
             target="temperature",

@@ -17,7 +17,7 @@ import logging
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import NoReturn, TypeVar
 
 import pydantic
@@ -119,9 +119,17 @@ def _finish(result: contracts.TrainingResult, path: str | None, code: contracts.
     return int(code)
 
 
+def trust_tracking_ca(env: MutableMapping[str, str]) -> None:
+    """Trust the tracking Secret's CA bundle for MLflow, when the operator mounted one."""
+    path = env.get(contracts.TRACKING_CA_ENV)
+    if path and os.path.isfile(path):
+        env.setdefault("MLFLOW_TRACKING_SERVER_CERT_PATH", path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # stdout carries the result JSON only; MLflow would print run links there.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    trust_tracking_ca(os.environ)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -71,8 +71,10 @@ def resolve_env(
         source = var.get("valueFrom") or {}
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
-            secret = core.read_namespaced_secret(ref["name"], namespace)
-            out[name] = base64.b64decode((secret.data or {})[ref["key"]]).decode()
+            data = core.read_namespaced_secret(ref["name"], namespace).data or {}
+            if ref.get("optional") and ref["key"] not in data:
+                continue  # as the kubelet: an optional key that is absent sets no variable
+            out[name] = base64.b64decode(data[ref["key"]]).decode()
         elif "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
             out[name] = str((core.read_namespaced_config_map(ref["name"], namespace).data or {})[ref["key"]])

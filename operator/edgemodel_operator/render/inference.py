@@ -21,7 +21,7 @@ from typing import Any
 
 from edgemodel import api, contracts
 from edgemodel_operator import names
-from edgemodel_operator.render import broker, common
+from edgemodel_operator.render import broker, common, tracking
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
@@ -68,6 +68,8 @@ def runtime_config(em: EdgeModel, settings: Settings) -> contracts.RuntimeConfig
         drift_threshold=s.drift.threshold,
         drift_window=s.drift.window,
         drift_detector=s.drift.detector,
+        drift_detector_delta=s.drift.detector_tuning.delta if s.drift.detector_tuning else None,
+        drift_detector_threshold=s.drift.detector_tuning.threshold if s.drift.detector_tuning else None,
         broker_host=host,
         broker_port=port,
         broker_tls=tls,
@@ -141,6 +143,7 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         *credential_env(em),
+        *tracking.env(em),
     ]
     workload = {
         "apiVersion": "apps/v1",
@@ -155,7 +158,9 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
                 "metadata": {
                     "labels": names.labels(em.name, COMPONENT),
                     "annotations": {
-                        names.ANNOTATION_CONFIG_HASH: common.content_hash(config_json, credential_env(em)),
+                        names.ANNOTATION_CONFIG_HASH: common.content_hash(
+                            config_json, credential_env(em), tracking.env(em)
+                        ),
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(HTTP_PORT),
                     },
@@ -202,12 +207,14 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
                             "volumeMounts": [
                                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                 {"name": "tmp", "mountPath": common.SCRATCH},
+                                *tracking.mounts(em),
                             ],
                         }
                     ],
                     "volumes": [
                         {"name": "config", "configMap": {"name": config_name}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}},
+                        *tracking.volumes(em),
                     ],
                 },
             },

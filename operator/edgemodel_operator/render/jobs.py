@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from edgemodel import contracts
 from edgemodel_operator import names
-from edgemodel_operator.render import common, inference
+from edgemodel_operator.render import common, inference, tracking
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
@@ -65,7 +65,10 @@ def _pod_template(em: EdgeModel, settings: Settings, args: list[str], kind: JobK
                     "imagePullPolicy": settings.image_pull_policy,
                     "command": ["edgemodel-trainer"],
                     "args": args,
-                    "env": [{"name": "EDGEMODEL_TERMINATION_LOG", "value": contracts.TERMINATION_LOG}],
+                    "env": [
+                        {"name": "EDGEMODEL_TERMINATION_LOG", "value": contracts.TERMINATION_LOG},
+                        *tracking.env(em),
+                    ],
                     "terminationMessagePath": contracts.TERMINATION_LOG,
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "resources": {
@@ -73,10 +76,10 @@ def _pod_template(em: EdgeModel, settings: Settings, args: list[str], kind: JobK
                         "limits": {"memory": "2Gi"},
                     },
                     "securityContext": common.container_security(),
-                    "volumeMounts": [{"name": "tmp", "mountPath": common.SCRATCH}],
+                    "volumeMounts": [{"name": "tmp", "mountPath": common.SCRATCH}, *tracking.mounts(em)],
                 }
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}, *tracking.volumes(em)],
         },
     }
 
