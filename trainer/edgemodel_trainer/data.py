@@ -16,11 +16,13 @@ import pandas as pd
 
 from edgemodel import features
 
-__all__ = ["DataError", "most_recent", "normalise", "read_csv", "read_file", "readings"]
+__all__ = ["DataError", "most_recent", "normalise", "read_csv", "read_file", "readings", "since_change"]
 
 DEVICE = "device"
 TIMESTAMP = "ts"
 DEFAULT_DEVICE = "default"
+MIN_ROWS_AFTER_CHANGE = 60
+"""Fewest readings after a marked change for the trainer to train on those alone."""
 
 
 class DataError(ValueError):
@@ -92,3 +94,23 @@ def readings(
     fields = list(spec.fields)
     for device, ts, *values in table[[DEVICE, TIMESTAMP, *fields]].itertuples(index=False, name=None):
         yield str(device), float(ts), dict(zip(fields, (float(v) for v in values), strict=True))
+
+
+def since_change(
+    table: pd.DataFrame, change_ts: float, *, min_rows: int = MIN_ROWS_AFTER_CHANGE
+) -> tuple[pd.DataFrame, bool]:
+    """The readings at or after ``change_ts`` when there are at least ``min_rows``; else the whole table.
+
+    Returns the table and whether it was cut: a window that marks where the plant changed
+    trains the challenger on the changed plant alone, once enough of it was seen.
+
+    >>> t = pd.DataFrame({"ts": [1.0, 2.0, 3.0], "v": [0.0, 0.0, 1.0]})
+    >>> cut, kept = since_change(t, 2.0, min_rows=2); (cut["ts"].tolist(), kept)
+    ([2.0, 3.0], True)
+    >>> since_change(t, 3.0, min_rows=2)[1]
+    False
+    """
+    after = table[pd.to_numeric(table[TIMESTAMP], errors="coerce") >= change_ts]
+    if len(after) >= min_rows:
+        return after.reset_index(drop=True), True
+    return table, False

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from edgemodel import contracts, features, modelstore, registry
-from edgemodel_trainer import data, promotion, tracking, train
+from edgemodel_trainer import data, gate, tracking, train
 
 __all__ = ["Settings", "rollback", "run_training"]
 
@@ -215,33 +215,31 @@ def _train(
     )
     logger.info("Logged dataset %s with digest %s", dataset_name, digest)
 
-    # Stage 3: train on the older part, judge on the most recent one.
-    train_part, holdout = train.time_split(frame, fraction=settings.holdout_fraction, gap=gap)
-    with _stage(timings, "fit_seconds"):
-        model = train.fit(config.algorithm, train_part, seed=settings.seed)
+    # Stages 3 and 4: train on the older part, judge it and the champion on the most recent one.
+    judged = gate.challenge(
+        frame,
+        spec=spec,
+        algorithm=config.algorithm,
+        margin=config.promotion_margin,
+        gap=gap,
+        champion=lambda holdout: _score_champion(client, config, spec, holdout),
+        holdout_fraction=settings.holdout_fraction,
+        seed=settings.seed,
+        stage=lambda name: _stage(timings, name),
+    )
+    model, train_part, holdout, decision = judged.model, judged.train_part, judged.holdout, judged.decision
+    challenger_rmse, train_rmse = judged.challenger_rmse, judged.train_rmse
+    baseline_rmse = judged.baseline_rmse
+    champion_version, champion_rmse = judged.champion.version, judged.champion.rmse
+    progress.champion_version = champion_version
     logger.info(
         "Trained %s on %d rows in %.2f s; holding out the last %d rows",
         config.algorithm, len(train_part), timings["fit_seconds"], len(holdout),
     )  # fmt: skip
-    challenger_rmse = train.evaluate(model, holdout)
-    train_rmse = train.evaluate(model, train_part)
-    naive = train.last_value_predictions(holdout, spec)
-    baseline_rmse = None if naive is None else train.rmse(holdout.y, naive)
     logger.info(
         "Evaluated the challenger: holdout RMSE %.6g, training RMSE %.6g, last-value baseline %s",
         challenger_rmse, train_rmse, "n/a" if baseline_rmse is None else f"{baseline_rmse:.6g}",
     )  # fmt: skip
-
-    # Stage 4: the champion, on the same holdout.
-    with _stage(timings, "champion_seconds"):
-        champion_version, champion_rmse, no_champion_reason = _score_champion(client, config, spec, holdout)
-    progress.champion_version = champion_version
-    decision = promotion.decide(
-        challenger_rmse=challenger_rmse,
-        champion_rmse=champion_rmse,
-        margin=config.promotion_margin,
-        no_champion_reason=no_champion_reason,
-    )
     logger.info("Decided to %s: %s: %s", "promote" if decision.promote else "reject", decision.reason,
                 decision.message)  # fmt: skip
 
@@ -349,40 +347,38 @@ def _score_champion(
     config: contracts.TrainerConfig,
     spec: features.FeatureSpec,
     holdout: features.TrainingFrame,
-) -> tuple[str | None, float | None, str]:
-    """``(champion version, its holdout RMSE or None, why None)``.
+) -> gate.ChampionScore:
+    """Load the champion the alias points at and score it on ``holdout`` (:func:`gate.score`).
 
-    A champion whose artifact is refused, or that was trained for other features, cannot
-    be compared; the challenger then only has to be usable itself. A failure to reach
-    MLflow is not such a case: it propagates, and the run fails.
+    A champion whose artifact is refused cannot be compared; the challenger then only has
+    to be usable itself. A failure to reach MLflow is not such a case: it propagates, and
+    the run fails.
     """
     version = registry.resolve_alias(client, config.model_name, config.alias)
     if version is None:
         logger.info("Found no version at alias %s of model %s", config.alias, config.model_name)
-        return None, None, "FirstVersion"
+        return gate.NO_CHAMPION
     try:
         champion = registry.load_version(client, config.model_name, version)
     except modelstore.ModelLoadError as exc:
         if isinstance(exc.__cause__, MlflowException):
             raise
         logger.warning("Refused champion version %s: %s", version, exc)
-        return version, None, "ChampionUnusable"
+        return gate.ChampionScore(version, None, "ChampionUnusable")
     meta = champion.meta
-    if (meta.features, meta.target, meta.horizon, meta.lags) != (
-        spec.features,
-        spec.target,
-        spec.horizon,
-        spec.lags,
-    ):
-        logger.warning("Found champion version %s trained for another feature spec: %s", version, meta)
-        return version, None, "ChampionIncompatible"
     try:
-        score = train.evaluate(champion.model, holdout)
-    except Exception as exc:  # noqa: BLE001 - a champion that cannot predict is not comparable
-        logger.warning("Failed scoring champion version %s: %s", version, exc)
-        return version, None, "ChampionUnusable"
-    logger.info("Evaluated champion version %s: holdout RMSE %.6g", version, score)
-    return version, score, "FirstVersion"
+        trained_for = features.FeatureSpec(
+            features=tuple(meta.features), target=meta.target, horizon=meta.horizon, lags=meta.lags
+        )
+    except ValueError:
+        logger.warning("Found champion version %s trained for another feature spec: %s", version, meta)
+        return gate.ChampionScore(version, None, "ChampionIncompatible")
+    judged = gate.score(champion.model, version=version, trained_for=trained_for, spec=spec, holdout=holdout)
+    if judged.rmse is None:
+        logger.warning("Could not compare champion version %s (%s): %s", version, judged.reason, meta)
+    else:
+        logger.info("Evaluated champion version %s: holdout RMSE %.6g", version, judged.rmse)
+    return judged
 
 
 def rollback(

@@ -54,7 +54,7 @@ RUN_TAGS = {
     "reason": "edgemodel.reason",
     "version": "edgemodel.version",
 }
-MIN_ROWS_AFTER_CHANGE = 60
+MIN_ROWS_AFTER_CHANGE = data.MIN_ROWS_AFTER_CHANGE
 """Fewest readings after a marked change for the trainer to train on those alone."""
 MAX_WINDOW_RUNS = 20
 
@@ -208,18 +208,12 @@ def fetch_windows(
         raise LookupError(f"no readable training window in {contracts.window_experiment(model_name)!r}")
     table = pd.concat(tables, ignore_index=True)
     if change_ts is not None:
-        after = table[pd.to_numeric(table["ts"], errors="coerce") >= float(change_ts)]
-        if len(after) >= MIN_ROWS_AFTER_CHANGE:
-            logger.info(
-                "Kept %d of %d readings from the change at ts %s on", len(after), len(table), change_ts
-            )
-            table = after.reset_index(drop=True)
+        whole = len(table)
+        table, kept = data.since_change(table, float(change_ts), min_rows=MIN_ROWS_AFTER_CHANGE)
+        if kept:
+            logger.info("Kept %d of %d readings from the change at ts %s on", len(table), whole, change_ts)
         else:
-            logger.info(
-                "Only %d readings after the change at ts %s; training on the whole window",
-                len(after),
-                change_ts,
-            )
+            logger.info("Too few readings after the change at ts %s; training on the whole window", change_ts)
     return table, run_ids
 
 
