@@ -68,6 +68,77 @@ def spec(i: int) -> dict[str, Any]:
     }
 
 
+OPERATOR_USER = "system:serviceaccount:edgemodel-system:edgemodel-operator"
+"""The operator's identity on the harness (``OperatorProcess``' ServiceAccount)."""
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [ResponseStarted, ResponseComplete, Panic]
+rules:
+  - level: Metadata
+    users: ["{OPERATOR_USER}"]
+  - level: None
+"""
+"""The API server writes one audit line per request the operator sends, when it arrives."""
+
+
+def _audited_plane(workdir: pathlib.Path, nodes: int) -> Any:
+    """A harness control plane whose API server writes an audit log of the operator's requests.
+
+    The log is the API server's own account of every request the operator's ServiceAccount
+    made (kopf's watches and annotation patches included), by verb and resource.
+    """
+    from edgemodel_dev.harness import controlplane
+
+    class AuditedPlane(controlplane.ControlPlane):
+        audit_log = workdir / "audit.log"
+
+        def _argv(self, argv: list[str]) -> list[str]:
+            if argv and argv[0].endswith("kube-apiserver"):
+                policy = workdir / "audit-policy.yaml"
+                policy.parent.mkdir(parents=True, exist_ok=True)
+                policy.write_text(AUDIT_POLICY)
+                argv = [
+                    *argv,
+                    f"--audit-policy-file={policy}",
+                    f"--audit-log-path={self.audit_log}",
+                    "--audit-log-format=json",
+                    "--audit-log-maxsize=0",
+                ]
+            return cast(list[str], super()._argv(argv))
+
+    return AuditedPlane(workdir, nodes=nodes)
+
+
+def _audit_offset(plane: Any) -> int:
+    path = getattr(plane, "audit_log", None)
+    return path.stat().st_size if path is not None and path.exists() else 0
+
+
+def _audit_breakdown(plane: Any, start: int, end: int) -> dict[str, int]:
+    """Requests the operator sent between two audit-log offsets, by ``verb resource[/subresource]``."""
+    import json
+
+    path = getattr(plane, "audit_log", None)
+    counts: dict[str, int] = {}
+    if path is None or not path.exists():
+        return counts
+    with path.open("rb") as f:
+        f.seek(start)
+        blob = f.read(max(0, end - start))
+    for line in blob.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        ref = ev.get("objectRef") or {}
+        resource = str(ref.get("resource") or ev.get("requestURI", "?").split("?")[0])
+        if ref.get("subresource"):
+            resource += "/" + str(ref["subresource"])
+        key = f"{ev.get('verb')} {resource}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def _apiserver_metrics(plane: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     ctx = plane._ssl_context()
     with urllib.request.urlopen(f"{plane.server}/metrics", timeout=30, context=ctx) as resp:
@@ -119,6 +190,8 @@ class Snapshot:
     def __init__(self, plane: Any, op: Any | None) -> None:
         self.t = time.monotonic()
         self.api = _apiserver_metrics(plane)
+        self.plane = plane
+        self.audit = _audit_offset(plane)
         self.op = common.parse_prometheus(op.metrics_text()) if op is not None else {}
         self.cpu = {
             name: common.proc_cpu_seconds(pid)
@@ -138,6 +211,9 @@ class Snapshot:
             - common.sample_sum(before.api, "apiserver_request_total"),
             "cpu_seconds": {k: v - before.cpu.get(k, 0.0) for k, v in self.cpu.items()},
         }
+        if s:
+            out["operator_requests_by_kind"] = _audit_breakdown(self.plane, before.audit, self.audit)
+            out["audited_requests"] = sum(out["operator_requests_by_kind"].values())
         if s:
             out["reconciler_api_requests"] = common.sample_sum(
                 s, "edgemodel_operator_api_requests_total"
@@ -257,6 +333,126 @@ class Reporter:
         self._thread.join(30)
 
 
+class LiveReports:
+    """Plays every inference Pod's runtime after the rollout, at the runtime's real cadence.
+
+    Each Pod gets the runtime's own :class:`edgemodel_runtime.reporting.ReportPolicy` and
+    :class:`~edgemodel_runtime.reporting.DriftReport`, and sends what the runtime's
+    ``KubernetesSink`` sends (``contracts.replica_drift_patch``, a merge patch of the status
+    subresource) whenever that policy says a report is due. The rolling RMSE moves a little
+    between reports, as a live runtime's does; ``flip`` EdgeModels' replicas turn
+    ``detected`` on once, which is a drift-state change the operator must act on.
+    """
+
+    def __init__(self, client: Any, namespace: str, *, interval: float, flip: set[str]) -> None:
+        import kubernetes
+
+        from edgemodel_runtime import reporting
+
+        self.client = client
+        self.namespace = namespace
+        self.interval = interval
+        self.flip = flip
+        self.sent = 0
+        self.errors = 0
+        self.changes = 0
+        core = kubernetes.client.CoreV1Api(client)
+        pods = core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/component=inference"
+        ).items
+        self.pods = {
+            p.metadata.name: str((p.metadata.labels or {}).get("edgeml.dev/edgemodel"))
+            for p in pods
+            if p.metadata.deletion_timestamp is None
+        }
+        self.policies = {pod: reporting.ReportPolicy(interval=interval) for pod in self.pods}
+        self._reporting = reporting
+        self._rollout_key = reporting.DriftReport(samples=100, model_version="1").key()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="live-reports")
+        self._tick = 0
+
+    def _state(self, pod: str, n: int) -> Any:
+        jitter = ((hash((pod, n)) % 1000) / 1000 - 0.5) * 0.1
+        detected = self.pods[pod] in self.flip
+        return self._reporting.DriftReport(
+            rmse=round((2.0 if detected else 0.3) + jitter, 6),
+            samples=100,
+            detected=detected,
+            reason="ThresholdExceeded" if detected else None,
+            model_version="1",
+        )
+
+    def _send(self, pod: str, state: Any) -> None:
+        import kubernetes
+
+        from edgemodel import api, contracts
+
+        entry = state.to_entry(datetime.datetime.now(datetime.UTC))
+        kubernetes.client.CustomObjectsApi(self.client).patch_namespaced_custom_object_status(
+            api.GROUP,
+            api.VERSION,
+            self.namespace,
+            api.PLURAL,
+            self.pods[pod],
+            contracts.replica_drift_patch(pod, entry),
+        )
+
+    def _run(self) -> None:
+        last_key: dict[str, object] = {}
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            while not self._stop.is_set():
+                self._tick += 1
+                now = time.monotonic()
+                batch = []
+                for pod, policy in self.policies.items():
+                    state = self._state(pod, self._tick)
+                    if policy.due(state, now):
+                        policy.sent(state, now)
+                        # The rollout left every replica reporting version 1, no drift.
+                        if last_key.get(pod, self._rollout_key) != state.key():
+                            self.changes += 1
+                        last_key[pod] = state.key()
+                        batch.append(pool.submit(self._send, pod, state))
+                for fut in batch:
+                    try:
+                        fut.result()
+                        self.sent += 1
+                    except Exception:
+                        self.errors += 1
+                self._stop.wait(0.2)
+
+    def __enter__(self) -> LiveReports:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def _live_phase(
+    plane: Any, op: Any, client: Any, *, seconds: float, interval: float, flip: set[str]
+) -> dict[str, Any]:
+    """Every replica reports for ``seconds``; what the operator did meanwhile."""
+    with LiveReports(client, NAMESPACE, interval=interval, flip=flip) as live:
+        before = Snapshot(plane, op)
+        time.sleep(seconds)
+        after = Snapshot(plane, op)
+        sent, errors, changes = live.sent, live.errors, live.changes
+    out = after.delta(before)
+    out.update(
+        replicas=len(live.pods),
+        reports=sent,
+        report_errors=errors,
+        drift_state_changes=changes,
+        flipped_edgemodels=len(flip),
+        report_interval_seconds=interval,
+    )
+    return out
+
+
 def _wait_all_ready(
     client: Any, namespace: str, n: int, timeout: float, timeline: list[tuple[float, int]]
 ) -> tuple[float | None, list[float], int]:
@@ -339,6 +535,7 @@ def _baseline_deployments(plane: Any, n: int, timeout: float) -> dict[str, Any]:
 def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: float) -> dict[str, Any]:
     import kubernetes
 
+    from edgemodel import contracts
     from edgemodel_dev.harness import controlplane, operatorprocess, processes
 
     # Each EdgeModel asks for 350m CPU and 704Mi (inference Pod + bootstrap Job Pod); a kwok node has 32 CPUs.
@@ -346,7 +543,7 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
     # Every EdgeModel has a ClusterIP Service; the harness' /24 range holds 254, so beyond that
     # Service applies fail (500) and EdgeModels never become Ready. Widen it for these planes.
     controlplane.SERVICE_CIDR = SERVICE_CIDR
-    plane = controlplane.ControlPlane(workdir / f"plane-{n}", nodes=nodes)
+    plane = _audited_plane(workdir / f"plane-{n}", nodes)
     op = None
     out: dict[str, Any] = {"n": n, "nodes": nodes}
     try:
@@ -413,6 +610,15 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
         q1 = Snapshot(plane, op)
         out["quiet"] = q1.delta(q0)
         out["operator_rss_end_mb"] = common.proc_rss_bytes(pid) / 2**20
+        # Live runtimes: first reports that change no drift state, then a tenth of the
+        # EdgeModels turn drifted once (each a state change the operator must act on).
+        interval = contracts.RuntimeConfig.model_fields["report_interval_seconds"].default
+        out["live"] = _live_phase(plane, op, client, seconds=quiet_seconds, interval=interval, flip=set())
+        flip = {f"em-{i:04d}" for i in range(0, n, 10)}
+        out["live_drift"] = _live_phase(
+            plane, op, client, seconds=quiet_seconds, interval=interval, flip=flip
+        )
+        out["operator_rss_live_mb"] = common.proc_rss_bytes(pid) / 2**20
         out["leader_acquisitions"] = op.log_text().count("Acquired leader Lease")
         out["lease_seconds"] = LEASE_SECONDS
         out["operator_log_errors"] = sum(

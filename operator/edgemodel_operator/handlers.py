@@ -42,6 +42,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
+WATCHED_KINDS = frozenset(
+    {
+        "Job",
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "ConfigMap",
+        "HorizontalPodAutoscaler",
+        "CronJob",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+    }
+)
+"""The child kinds :func:`child_changed` watches: the Reconciler may skip their unchanged applies."""
 MEMO_SETTINGS = "settings"
 """Key of the :class:`Settings` in kopf's operator memo (optional: else loaded at startup)."""
 MEMO_OPERATOR = "operator"
@@ -222,11 +237,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.execution.max_workers = 8
     operator_metrics = metrics.OperatorMetrics()
     client = kube.Kube.from_environment(
-        field_manager=config.field_manager, on_request=operator_metrics.api_requests.inc
+        field_manager=config.field_manager, on_request=operator_metrics.api_request
     )
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port, addr=config.bind_address)
-    reconciler = reconcile.Reconciler(client, config, operator_metrics=operator_metrics)
+    reconciler = reconcile.Reconciler(
+        client, config, operator_metrics=operator_metrics, watched_kinds=WATCHED_KINDS
+    )
     elector = None
     if config.leader_election:
         elector = leader.LeaderElector(
@@ -280,13 +297,47 @@ async def changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_:
     await _reconcile(_operator(memo).runner, namespace, name)
 
 
-def _report_fingerprint(status: Any) -> tuple[Any, ...]:
-    drift = (status or {}).get("replicaDrift") or {}
+def _report_fingerprint(obj: Any) -> tuple[Any, ...]:
+    """What of the replicas' reports a pass acts on: each one's drift state and eligibility.
+
+    The state is what the runtime itself reports at once when it changes (``detected``,
+    ``reason``, model version and error); eligibility is whether the window is full.
+    A new RMSE, sample count within the same side of the window, or report time is not in it.
+    """
+    drift = (obj.get("status") or {}).get("replicaDrift") or {}
+    window = ((obj.get("spec") or {}).get("drift") or {}).get("window") or 0
     return tuple(
         sorted(
-            (pod, e.get("detected"), e.get("modelVersion"), e.get("modelError"), (e.get("samples") or 0) >= 1)
+            (
+                pod,
+                e.get("detected"),
+                e.get("reason"),
+                e.get("modelVersion"),
+                e.get("modelError"),
+                (e.get("samples") or 0) >= 1,
+                (e.get("samples") or 0) >= window,
+            )
             for pod, e in drift.items()
+            if isinstance(e, dict)
         )
+    )
+
+
+def _essence(obj: Any) -> str:
+    """What a pass reads of an EdgeModel, but the replicas' reports: a change here needs a pass."""
+    meta = obj.get("metadata") or {}
+    status = {k: v for k, v in (obj.get("status") or {}).items() if k != "replicaDrift"}
+    return observe.digest(
+        {
+            "generation": meta.get("generation"),
+            "labels": meta.get("labels") or {},
+            # The one annotation a pass reads; kopf's own (progress, last handled spec) are no news.
+            "retry": (meta.get("annotations") or {}).get(names.ANNOTATION_RETRY),
+            "deletion": meta.get("deletionTimestamp"),
+            "finalizers": meta.get("finalizers") or [],
+            "spec": obj.get("spec") or {},
+            "status": status,
+        }
     )
 
 
@@ -310,8 +361,11 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
         return
     if kind not in ("MODIFIED", "ADDED"):
         return
-    op.versions[key] = (obj.get("metadata") or {}).get("resourceVersion")
-    fingerprint = _report_fingerprint(obj.get("status"))
+    previous = op.versions.get(key)
+    current = op.versions[key] = (obj.get("metadata") or {}).get("resourceVersion")
+    fingerprint, essence = _report_fingerprint(obj), _essence(obj)
+    same_essence = memo.get("essence") == essence
+    memo["essence"] = essence
     if kind == "ADDED" and "reports" not in memo:
         # The first sight of an EdgeModel: the create or resume handler reconciles it, and
         # that pass reads these reports. A pass from here too would hold kopf's queue for
@@ -319,6 +373,10 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
         memo["reports"] = fingerprint
         return
     if memo.get("reports") == fingerprint:
+        if same_essence:
+            # Only a report that changes no drift state (the runtimes' cadence): no pass
+            # now, and none from the resync for it either.
+            op.runner.reconciler.absorb(namespace, name, previous, current)
         return
     # Remembered only once a reconcile has seen it: a request deferred (not leading),
     # folded into a run already going, or failed leaves it unremembered, so the next
@@ -342,14 +400,24 @@ def _owner(body: Any) -> str | None:
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
+@kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
 async def child_changed(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A child changed: a Job finished, a workload's availability moved, or a hand edit."""
+    """A child changed: a Job finished, a workload's availability moved, or a hand edit.
+
+    Every event first goes to the Reconciler's record of the child, which lets a pass
+    skip the apply of a child that is as the last apply left it.
+    """
     owner = _owner(body)
     kind = str(body.get("kind") or "")
     if owner is None or namespace is None or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
         return
+    op = _operator(memo)
+    op.runner.reconciler.observe_child(namespace, owner, kind, body, deleted=event.get("type") == "DELETED")
     fingerprint = observe.child_fingerprint(kind, body)
     if event.get("type") == "ADDED" or (event.get("type") == "MODIFIED" and memo.get("child") == fingerprint):
         # ADDED: the pass that created it, or the resume after a restart, covers it. An
@@ -357,7 +425,6 @@ async def child_changed(
         memo["child"] = fingerprint
         return
     memo["child"] = fingerprint
-    op = _operator(memo)
     op.runner.reconciler.mark_dirty(namespace, owner)
     with contextlib.suppress(kopf.PermanentError):
         await _reconcile(op.runner, namespace, owner)

@@ -68,7 +68,7 @@ class Kube:
         client: kubernetes.client.ApiClient,
         *,
         field_manager: str,
-        on_request: Callable[[], None] | None = None,
+        on_request: Callable[[str, str], None] | None = None,
     ) -> None:
         self._client = client
         self.field_manager = field_manager
@@ -76,10 +76,13 @@ class Kube:
         self.requests = 0
         """How many API requests this wrapper has made: the operator's cost in calls."""
         self.on_request = on_request
-        """Called once per request as it is sent (the metrics counter), from whichever thread sends it."""
+        """Called with the HTTP method and the kind once per request as it is sent (the metrics
+        counter), from whichever thread sends it."""
 
     @classmethod
-    def from_environment(cls, *, field_manager: str, on_request: Callable[[], None] | None = None) -> Kube:
+    def from_environment(
+        cls, *, field_manager: str, on_request: Callable[[str, str], None] | None = None
+    ) -> Kube:
         """In-cluster credentials when in a Pod, else ``$KUBECONFIG`` or ``~/.kube/config``."""
         configuration = kubernetes.client.Configuration()
         try:
@@ -96,6 +99,7 @@ class Kube:
     def _request(
         self,
         method: str,
+        kind: str,
         path: str,
         *,
         query: list[tuple[str, str]] | None = None,
@@ -118,7 +122,7 @@ class Kube:
         with self._lock:
             self.requests += 1
         if self.on_request is not None:
-            self.on_request()
+            self.on_request(method, kind)
         response = self._client.call_api(*params, _request_timeout=30)
         response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
@@ -130,7 +134,7 @@ class Kube:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._request("GET", _path(kind, namespace, name))
+            return self._request("GET", kind, _path(kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -139,12 +143,12 @@ class Kube:
     def list_all(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every object of ``kind`` in ``namespace``, or in all namespaces when it is None."""
         path = f"{KINDS[kind].prefix}/{KINDS[kind].plural}" if namespace is None else _path(kind, namespace)
-        items: list[dict[str, Any]] = self._request("GET", path).get("items") or []
+        items: list[dict[str, Any]] = self._request("GET", kind, path).get("items") or []
         return items
 
     def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        out = self._request("GET", _path(kind, namespace), query=[("labelSelector", selector)])
+        out = self._request("GET", kind, _path(kind, namespace), query=[("labelSelector", selector)])
         items: list[dict[str, Any]] = out.get("items") or []
         return items
 
@@ -155,6 +159,7 @@ class Kube:
         meta = obj["metadata"]
         return self._request(
             "PATCH",
+            str(obj["kind"]),
             _path(str(obj["kind"]), str(meta["namespace"]), str(meta["name"])),
             query=[("fieldManager", self.field_manager), ("force", "true")],
             body=obj,
@@ -165,6 +170,7 @@ class Kube:
         try:
             self._request(
                 "DELETE",
+                kind,
                 _path(kind, namespace, name),
                 body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
                 content_type="application/json",
@@ -179,16 +185,19 @@ class Kube:
         """JSON merge patch of the EdgeModel's status subresource."""
         return self._request(
             "PATCH",
+            api.KIND,
             _path(api.KIND, namespace, name, "status"),
             body=patch,
             content_type="application/merge-patch+json",
         )
 
     def create(self, kind: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request("POST", _path(kind, namespace), body=body, content_type="application/json")
+        return self._request("POST", kind, _path(kind, namespace), body=body, content_type="application/json")
 
     def replace(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request("PUT", _path(kind, namespace, name), body=body, content_type="application/json")
+        return self._request(
+            "PUT", kind, _path(kind, namespace, name), body=body, content_type="application/json"
+        )
 
     def event(
         self,

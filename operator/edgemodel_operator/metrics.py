@@ -71,7 +71,10 @@ class OperatorMetrics:
             registry=registry,
         )
         self.api_requests = prom.Counter(
-            "edgemodel_operator_api_requests_total", "Requests to the Kubernetes API", registry=registry
+            "edgemodel_operator_api_requests_total",
+            "Requests to the Kubernetes API by HTTP method (GET reads, the others write) and kind",
+            ["method", "kind"],
+            registry=registry,
         )
         self.jobs_started = prom.Counter(
             "edgemodel_operator_jobs_started_total", "Trainer Jobs started", ["kind"], registry=registry
@@ -109,6 +112,10 @@ class OperatorMetrics:
             labels,
             registry=registry,
         )
+
+    def api_request(self, method: str, kind: str) -> None:
+        """Count one request the operator's client sends (``Kube``'s ``on_request``)."""
+        self.api_requests.labels(method, kind).inc()
 
     def observe_status(self, namespace: str, name: str, status: api.EdgeModelStatus) -> None:
         key = (namespace, name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +18,21 @@ import pydantic
 from edgemodel import contracts
 from edgemodel_operator import names
 
-__all__ = ["JobInfo", "Workload", "child_fingerprint", "deployment", "job_info", "parse_time", "statefulset"]
+__all__ = [
+    "Applied",
+    "JobInfo",
+    "Live",
+    "Workload",
+    "applied",
+    "apply_reason",
+    "child_fingerprint",
+    "deployment",
+    "digest",
+    "job_info",
+    "live",
+    "parse_time",
+    "statefulset",
+]
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
@@ -176,3 +192,120 @@ def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
     if kind == "HorizontalPodAutoscaler":
         return (*base, status.get("currentReplicas"), status.get("desiredReplicas"))
     return (*base, meta.get("resourceVersion"))
+
+
+# ---------------------------------------------------------------------- skipping an apply
+
+
+def digest(obj: Mapping[str, Any]) -> str:
+    """A stable hash of a rendered object: equal renders, equal digests."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def _workload(kind: str, obj: Mapping[str, Any]) -> Workload | None:
+    if kind == "StatefulSet":
+        return statefulset(obj)
+    if kind == "Deployment":
+        return deployment(obj)
+    return None
+
+
+def _controller_uid(meta: Mapping[str, Any]) -> str | None:
+    return next(
+        (str(o.get("uid")) for o in meta.get("ownerReferences") or [] if o.get("controller")),
+        None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """A child as the operator's last apply left it: what it sent, and what came back."""
+
+    digest: str
+    """:func:`digest` of the rendered object that was applied."""
+    generation: int
+    """``metadata.generation`` in the response (0 for kinds that have none: ConfigMap, Role...)."""
+    resource_version: str
+    workload: Workload | None
+    """The StatefulSet's or Deployment's state in the response."""
+
+
+def applied(kind: str, rendered_digest: str, response: Mapping[str, Any]) -> Applied:
+    meta = response.get("metadata") or {}
+    return Applied(
+        digest=rendered_digest,
+        generation=int(meta.get("generation") or 0),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        workload=_workload(kind, response),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Live:
+    """A child as the latest watch event showed it: enough to see a drift, and its state.
+
+    Small on purpose (no object bodies): one is kept per child of every EdgeModel.
+    """
+
+    generation: int
+    resource_version: str
+    labels: tuple[tuple[str, str], ...]
+    controller_uid: str | None
+    deleted: bool
+    workload: Workload | None
+
+
+def live(kind: str, obj: Mapping[str, Any], *, deleted: bool = False) -> Live:
+    meta = obj.get("metadata") or {}
+    return Live(
+        generation=int(meta.get("generation") or 0),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        labels=tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())),
+        controller_uid=_controller_uid(meta),
+        deleted=deleted or bool(meta.get("deletionTimestamp")),
+        workload=None if deleted else _workload(kind, obj),
+    )
+
+
+def apply_reason(rendered: Mapping[str, Any], last: Applied | None, seen: Live | None) -> str | None:
+    """Why a pass must apply ``rendered``; None when it may skip the request.
+
+    It may skip only when the render equals the last one applied (``last.digest``) and the
+    live child, as the watch last showed it (``seen``), has not moved away from what that
+    apply left: not deleted, still controlled by the same owner with the rendered labels,
+    and, for kinds with a ``generation`` (workloads, HPA, CronJob), the same generation, so
+    a controller's status writes do not count; for the others (ConfigMap, Service,
+    ServiceAccount, Role, RoleBinding) the same ``resourceVersion``, as nothing else writes
+    them. ``seen`` is None while no watch event has arrived since the apply: the apply's
+    response is then the newest state, and any later change brings an event (and a pass).
+    A watch event older than the last apply looks drifted: one apply too many, never one
+    too few.
+
+    >>> obj = {"kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"k": "v"}}
+    >>> done = applied("ConfigMap", digest(obj), {"metadata": {"resourceVersion": "7"}})
+    >>> apply_reason(obj, None, None), apply_reason(obj, done, None)
+    ('first', None)
+    >>> same = Live(0, "7", (("a", "1"),), None, False, None)
+    >>> edited = dataclasses.replace(same, resource_version="8")
+    >>> apply_reason(obj, done, same), apply_reason(obj, done, edited)
+    (None, 'drifted')
+    >>> apply_reason({**obj, "data": {"k": "w"}}, done, same)
+    'changed'
+    """
+    if last is None:
+        return "first"
+    if last.digest != digest(rendered):
+        return "changed"
+    if seen is None:
+        return None
+    if seen.deleted:
+        return "deleted"
+    meta = rendered.get("metadata") or {}
+    labels = dict(seen.labels)
+    if any(labels.get(str(k)) != str(v) for k, v in (meta.get("labels") or {}).items()):
+        return "drifted"
+    if _controller_uid(meta) != seen.controller_uid:
+        return "drifted"
+    if last.generation and seen.generation:
+        return None if seen.generation == last.generation else "drifted"
+    return None if seen.resource_version == last.resource_version else "drifted"

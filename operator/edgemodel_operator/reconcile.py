@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -115,6 +116,7 @@ class Reconciler:
         self._pruned_generation: dict[tuple[str, str], tuple[str, int]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._seen: dict[tuple[str, str], tuple[str | None, float]] = {}
+        self._seen_lock = threading.Lock()  # passes (worker threads) and absorb (event loop) write it
         self._applied_at: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
         self._passwords: dict[tuple[str, str], tuple[str, str]] = {}
         # For skipping applies: what the last apply of each child left, what the watch last
@@ -324,7 +326,25 @@ class Reconciler:
         wait = self.settings.full_resync_seconds
         if requeue_after is not None:
             wait = min(wait, requeue_after)
-        self._seen[(namespace, name)] = (resource_version, self._clock() + wait)
+        with self._seen_lock:
+            self._seen[(namespace, name)] = (resource_version, self._clock() + wait)
+
+    def absorb(self, namespace: str, name: str, previous: str | None, current: str | None) -> bool:
+        """The EdgeModel went from ``previous`` to ``current`` by a change no pass acts on.
+
+        That is a runtime report that changes no drift state (a new RMSE, sample count or
+        report time; the handlers tell). If the last pass left the EdgeModel at
+        ``previous``, it is now taken to have left it at ``current``, so the resync does
+        not find it due for that change alone. The clock still makes it due when a report
+        may go stale (``Plan.requeue_after``). Returns whether it was absorbed.
+        """
+        key = (namespace, name)
+        with self._seen_lock:
+            seen = self._seen.get(key)
+            if seen is None or key in self._dirty or seen[0] != previous:
+                return False
+            self._seen[key] = (current, seen[1])
+        return True
 
     def forget(self, namespace: str, name: str) -> None:
         """The EdgeModel is gone: drop everything kept about it."""

@@ -514,6 +514,12 @@ def _flips(old: Sequence[api.Condition], new: Sequence[api.Condition]) -> list[E
             continue
         if before is None and cond.type == conditions.READY and cond.status == "False":
             continue
+        if (
+            cond.type == conditions.DRIFTED
+            and cond.status == "False"
+            and (before is None or before.status != "True")
+        ):
+            continue  # cleared only what was detected: the first reports (from Unknown) are no news
         kind = _FLIP_EVENTS.get((cond.type, cond.status))
         if kind is not None:
             out.append(Event(kind[0], kind[1], cond.message or cond.reason))
