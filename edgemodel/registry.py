@@ -1,7 +1,9 @@
 """The MLflow model registry as EdgeModel uses it: publish versions and load them safely.
 
 A model version's source is a run artifact folder ``model/`` holding
-:data:`edgemodel.modelstore.MODEL_FILE` (skops) and ``edgemodel.json`` (its metadata).
+:data:`edgemodel.modelstore.MODEL_FILE` (skops) and ``edgemodel.json`` (its metadata,
+including the calibration of its drift detector, so a version carries its own calibration
+wherever the alias points: after a promotion, and after a rollback).
 Each version carries the tags in :data:`TAGS`, among them the file's SHA-256, which
 :func:`load_version` checks before parsing the file. The serving version is the one the
 alias (``champion`` by default) points at.
@@ -22,7 +24,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from edgemodel import modelstore
+from edgemodel import contracts, modelstore
 
 __all__ = [
     "TAGS",
@@ -59,13 +61,23 @@ class ModelMeta:
     target: str
     horizon: int
     lags: int
+    calibration: contracts.DetectorCalibration | None = None
+    """The errors on the holdout the drift detector is tuned from; None for versions
+    registered before calibrations were recorded (the runtime then uses its default tuning)."""
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        raw: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "calibration"
+        }
+        if self.calibration is not None:
+            raw["calibration"] = self.calibration.model_dump(by_alias=True)
+        return json.dumps(raw)
 
     @classmethod
     def from_json(cls, text: str) -> ModelMeta:
+        """Raises ``ValueError``, ``KeyError`` or ``TypeError`` (a pydantic error is a ``ValueError``)."""
         raw = json.loads(text)
+        calibration = raw.get("calibration")
         return cls(
             columns=tuple(raw["columns"]),
             algorithm=str(raw["algorithm"]),
@@ -73,6 +85,9 @@ class ModelMeta:
             target=str(raw["target"]),
             horizon=int(raw["horizon"]),
             lags=int(raw["lags"]),
+            calibration=None
+            if calibration is None
+            else contracts.DetectorCalibration.model_validate(calibration),
         )
 
 

@@ -25,7 +25,7 @@ import pydantic
 from pydantic.alias_generators import to_camel
 
 from edgemodel import contracts, features, settingsources
-from edgemodel_runtime import partition, payloads
+from edgemodel_runtime import drift, partition, payloads
 from edgemodel_runtime.partition import Mode as PartitionMode
 
 __all__ = ["ENV_CONFIG", "ConfigError", "Options", "Settings", "add_arguments", "load"]
@@ -113,6 +113,16 @@ class Settings:
             timestamp_field=c.timestamp_field,
             max_bytes=self.options.max_payload_bytes,
             max_future_seconds=self.options.max_future_skew_seconds,
+        )
+
+    def detector_tuning(self, calibration: contracts.DetectorCalibration | None) -> drift.Tuning:
+        """The change detector's tuning for a model with ``calibration``: hand-set values win."""
+        c = self.config
+        return drift.resolve_tuning(
+            calibration=calibration,
+            drift_threshold=c.drift_threshold,
+            delta=c.drift_detector_delta,
+            threshold=c.drift_detector_threshold,
         )
 
     @property

@@ -25,29 +25,39 @@ Why they are written here rather than taken from river (measured on the dev venv
   holds for any target scale. The alarm is latched until the next model swap, or until
   ``window`` further outcomes show a rolling RMSE below the threshold again.
 
+Page-Hinkley's tuning (:class:`Tuning`) comes from the serving model's own errors:
+:func:`calibrated_tuning` turns the residual statistics the trainer measured on the
+version's holdout (:class:`edgemodel.contracts.DetectorCalibration`) and the threshold into
+``delta`` and ``threshold``; :func:`resolve_tuning` lets hand-set values win.
+
 Pure and stateful; no I/O here.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from edgemodel import api
+from edgemodel import api, contracts
 
 __all__ = [
+    "DEFAULT_TUNING",
     "AdaptiveWindowRise",
     "DetectorName",
     "DriftMonitor",
     "PSIMonitor",
     "PageHinkley",
     "RollingRMSE",
+    "Tuning",
+    "calibrated_tuning",
     "make_detector",
     "population_stability_index",
+    "resolve_tuning",
 ]
 
 DetectorName = api.DetectorName
@@ -253,17 +263,96 @@ class _NoDetector:
         pass
 
 
-def make_detector(name: DetectorName) -> Detector:
-    """The change detector for ``RuntimeConfig.drift_detector``, with EdgeModel's tuning.
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Page-Hinkley's tuning, in units of the drift threshold (the detector reads ``|error| / threshold``)."""
 
-    Both read ``|error| / threshold`` and are one-sided. Page-Hinkley tolerates a rise of the mean absolute
-    error of 0.1 threshold and signals at a cumulative excess of 8 thresholds: an error
-    that jumps from 0.3 to 2 thresholds is caught after about 5 outcomes, and stationary
-    streams of 100,000 outcomes with an RMSE of half the threshold give no alarm (see
-    ``tests/unit/test_runtime_drift.py``).
+    delta: float
+    """Rises of the mean ``|error| / threshold`` smaller than this are tolerated."""
+    threshold: float
+    """The cumulative excess over ``mean + delta`` that signals a change (lambda)."""
+    source: str = "default"
+    """Where the values came from: ``default``, ``calibrated``, ``spec`` or a mix (``spec+calibrated``)."""
+
+
+DEFAULT_TUNING = Tuning(delta=0.1, threshold=8.0)
+"""For a model with no recorded calibration (a version trained before calibrations were
+recorded). :func:`calibrated_tuning` gives a model whose errors are normal with an RMSE of half
+the threshold about the same ``delta`` (0.0995) and a ``threshold`` of 9.95."""
+
+RISE_READINGS = 100.0
+"""A sustained rise of the mean ``|error|`` of ``2 * delta`` is signalled within about this many outcomes."""
+FALSE_ALARM_EXPONENT = 14.0
+"""``2 * delta * threshold / variance`` is at least this: the stationary false-alarm rate of
+the test falls like ``exp(-that)`` (about one in a million outcomes)."""
+MIN_DELTA = 0.02
+_DRIFTED_MEAN_ABS = math.sqrt(2.0 / math.pi)
+"""Mean ``|error| / threshold`` of normal errors whose RMSE equals the threshold."""
+
+
+def calibrated_tuning(calibration: contracts.DetectorCalibration, drift_threshold: float) -> Tuning:
+    """Page-Hinkley's tuning from the model's own holdout errors and the drift threshold.
+
+    With ``m`` the model's mean ``|error| / threshold`` on its holdout and ``M`` the mean
+    ``|error| / threshold`` of a model at the threshold (``sqrt(2 / pi)`` for normal
+    errors), a rise of the mean under a quarter of the way from ``m`` to ``M`` is tolerated
+    (``delta``), and a rise of half the way is signalled within about
+    :data:`RISE_READINGS` outcomes (``threshold = RISE_READINGS * delta``). A noisy model
+    gets a higher ``threshold``, so that ``2 * delta * threshold / variance`` stays at least
+    :data:`FALSE_ALARM_EXPONENT`. A model with small errors therefore tolerates bursts that
+    a model near the threshold would not, and a model near the threshold leaves the
+    verdict to the rolling-RMSE rule rather than raising false alarms.
+
+    >>> cal = contracts.DetectorCalibration(mean_abs=0.4, std_abs=0.3, rmse=0.5, samples=400)
+    >>> t = calibrated_tuning(cal, 1.0)
+    >>> round(t.delta, 3), round(t.threshold, 2), t.source
+    (0.099, 9.95, 'calibrated')
+    """
+    if drift_threshold <= 0:
+        raise ValueError("drift_threshold must be positive")
+    mean = calibration.mean_abs / drift_threshold
+    std = calibration.std_abs / drift_threshold
+    delta = max(0.25 * (_DRIFTED_MEAN_ABS - mean), MIN_DELTA)
+    threshold = max(RISE_READINGS * delta, FALSE_ALARM_EXPONENT * std * std / (2.0 * delta))
+    return Tuning(delta=delta, threshold=threshold, source="calibrated")
+
+
+def resolve_tuning(
+    *,
+    calibration: contracts.DetectorCalibration | None,
+    drift_threshold: float,
+    delta: float | None = None,
+    threshold: float | None = None,
+) -> Tuning:
+    """The tuning a monitor runs with: each hand-set value wins, then the calibration, then the default.
+
+    >>> resolve_tuning(calibration=None, drift_threshold=1.0, threshold=12.0)
+    Tuning(delta=0.1, threshold=12.0, source='spec+default')
+    """
+    base = DEFAULT_TUNING if calibration is None else calibrated_tuning(calibration, drift_threshold)
+    if delta is None and threshold is None:
+        return base
+    source = "spec" if delta is not None and threshold is not None else f"spec+{base.source}"
+    return Tuning(
+        delta=base.delta if delta is None else delta,
+        threshold=base.threshold if threshold is None else threshold,
+        source=source,
+    )
+
+
+def make_detector(name: DetectorName, tuning: Tuning = DEFAULT_TUNING) -> Detector:
+    """The change detector for ``RuntimeConfig.drift_detector``, with ``tuning`` for Page-Hinkley.
+
+    Both read ``|error| / threshold`` and are one-sided. With the default tuning,
+    Page-Hinkley tolerates a rise of the mean absolute error of 0.1 threshold and signals
+    at a cumulative excess of 8 thresholds: an error that jumps from 0.3 to 2 thresholds is
+    caught after about 5 outcomes, and stationary streams of 100,000 outcomes with an RMSE
+    of half the threshold give no alarm (see ``tests/unit/test_runtime_drift.py``). The
+    adaptive window needs no calibration: its bound scales with the variance of its own
+    window.
     """
     if name == "page_hinkley":
-        return PageHinkley(min_instances=30, delta=0.1, threshold=8.0)
+        return PageHinkley(min_instances=30, delta=tuning.delta, threshold=tuning.threshold)
     if name == "adaptive_window_rise":
         return AdaptiveWindowRise(delta=0.002)
     return _NoDetector()
@@ -279,14 +368,18 @@ class DriftMonitor:
     (True, 'Threshold', 2.0)
     """
 
-    def __init__(self, *, threshold: float, window: int, detector: DetectorName) -> None:
+    def __init__(
+        self, *, threshold: float, window: int, detector: DetectorName, tuning: Tuning = DEFAULT_TUNING
+    ) -> None:
         if threshold <= 0:
             raise ValueError("threshold must be positive")
         self.threshold = threshold
         self.window = window
         self.detector_name: DetectorName = detector
+        self.tuning = tuning
+        """The change detector's tuning (Page-Hinkley's; see :func:`resolve_tuning`)."""
         self._rolling = RollingRMSE(window)
-        self._detector = make_detector(detector)
+        self._detector = make_detector(detector, tuning)
         self._seen = 0
         self._latched_at: int | None = None
         self.changes = 0
@@ -347,6 +440,12 @@ class DriftMonitor:
     @property
     def detected(self) -> bool:
         return self.reason is not None
+
+    def retune(self, tuning: Tuning) -> None:
+        """Start over with a new change-detector tuning, for a new model with its own calibration."""
+        self.tuning = tuning
+        self._detector = make_detector(self.detector_name, tuning)
+        self.reset()
 
     def reset(self) -> None:
         """Start over, for a new model."""

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from edgemodel import contracts, features, modelstore, registry
-from edgemodel_trainer import data, gate, tracking, train
+from edgemodel_trainer import calibration, data, gate, tracking, train
 
 __all__ = ["Settings", "rollback", "run_training"]
 
@@ -263,6 +263,8 @@ def _train(
 
     # Stage 5: register, check the stored artifact loads safely, then (maybe) promote.
     reason = f"{decision.reason}: {decision.message}"
+    calibrated = calibration.on_holdout(model, holdout)  # the drift detector's, recorded with the version
+    logger.info("Measured the detector calibration on the holdout: %s", calibrated)
     meta = registry.ModelMeta(
         columns=frame.columns,
         algorithm=config.algorithm,
@@ -270,6 +272,7 @@ def _train(
         target=spec.target,
         horizon=spec.horizon,
         lags=spec.lags,
+        calibration=calibrated,
     )
     version_tags = {registry.TAGS["holdout_rmse"]: repr(challenger_rmse), DATASET_DIGEST_TAG: digest}
     if champion_rmse is not None:
