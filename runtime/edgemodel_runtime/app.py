@@ -325,12 +325,23 @@ class App:
             if state.model is not None:
                 self.metrics.model_info.info({"name": state.model.name, "version": state.model.version})
                 self.metrics.model_loaded.set(1)
+                self._tune_detector(state.model)
             self._report()
         if state.error != self._reported_error:
             self._reported_error = state.error
             self.metrics.model_error.set(0 if state.error is None else 1)
             self._report()
         return state.model
+
+    def _tune_detector(self, model: registry.LoadedModel) -> None:
+        """Tune the change detector for the version now serving: its calibration; hand-set values win."""
+        tuning = self.settings.detector_tuning(model.meta.calibration)
+        self.pipeline.drift.retune(tuning)
+        log.info(
+            "Tuned the change detector for version %s (%s): delta %.4g, threshold %.4g",
+            model.version, tuning.source, tuning.delta, tuning.threshold,
+            extra={"version": model.version, "tuning": tuning.source},
+        )  # fmt: skip
 
     def _follow_ownership(self) -> None:
         """Between batches: adopt a new membership and forget the devices that moved away."""
