@@ -8,13 +8,15 @@ membership and HTTP.
 Threads, each with one job:
 
 - paho's network thread parses nothing; it appends ``(topic, payload, arrival)`` to the
-  :class:`~edgemodel_runtime.inference.MicroBatcher` and never waits: when the queue is
-  full, the connection holds back the readings' acknowledgements, so the broker stops
-  sending (see :mod:`edgemodel_runtime.mqtt`); predictions leave on a second connection
-  with its own network thread;
+  :class:`~edgemodel_runtime.inference.MicroBatcher` and never waits; predictions leave on
+  a second connection with its own network thread;
 - the worker thread takes batches in arrival order, so one device's readings are handled
   in order, and does everything else on the message path: validation, history,
-  prediction, publishing, drift;
+  prediction, publishing, drift. It starts once the model poller has answered whether a
+  model serves (so a restart does not drain its backlog unpredicted while the model
+  loads). A reading is acknowledged to the broker only once its batch is done and the
+  broker has its predictions (see :mod:`edgemodel_runtime.mqtt`), so a process killed at
+  any point loses no reading: the broker sends it to the next one;
 - the model poller follows the MLflow alias and swaps the model between batches;
 - the reporter sends drift reports (and, when drift starts or while no model serves, the
   training window first) and, with dynamic partitioning, re-reads the live replicas;
@@ -168,6 +170,7 @@ class App:
             key_file=settings.options.broker_key_file,
             session_expiry=settings.options.session_expiry_seconds,
             output_qos=settings.options.output_qos,
+            max_pending=settings.options.queue_capacity,
             on_connection_change=self._on_connection_change,
         )
         self.http = http.Server(self, bind=settings.options.http_bind, port=c.http_port)
@@ -293,9 +296,9 @@ class App:
 
     # ------------------------------------------------------------------ message path
 
-    def _on_message(self, topic: str, payload: bytes) -> bool:
-        """paho's network thread: queue the message; whether the queue has room left."""
-        return self.batcher.push((topic, payload, time.monotonic(), time.time()))
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """paho's network thread: queue the message (the connection bounds how many wait)."""
+        self.batcher.push((topic, payload, time.monotonic(), time.time()))
 
     def _on_connection_change(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
@@ -304,18 +307,30 @@ class App:
 
     def _work(self) -> None:
         while not (self._stopping.is_set() and len(self.batcher) == 0):
+            self._heartbeat = time.monotonic()
+            if not self._model_known():
+                if self._stopping.is_set():
+                    break  # never acknowledged: the broker keeps these readings for the next start
+                continue
             batch = self.batcher.next_batch(timeout=_IDLE_WAIT)
             self._heartbeat = time.monotonic()
-            # the batch made room: acknowledge readings the broker is waiting on
-            self.connection.release(self.batcher.capacity - len(self.batcher) + self.connection.held)
+            predictions: list[int] = []
             try:
                 model = self._follow_model()
                 self._follow_ownership()
                 if batch:
-                    self._process(batch, model)
+                    predictions = self._process(batch, model)
                 self._refresh_gauges()
             except Exception:
                 log.exception("Failed to process a batch of %d messages", len(batch))
+            # Done with the batch, even one that failed (it would fail again): acknowledge its
+            # readings once the broker has their predictions.
+            self.connection.done(len(batch), predictions)
+            self.connection.settle()
+
+    def _model_known(self) -> bool:
+        """Whether the poller has answered which model serves (or that none does) yet; waits a little."""
+        return self.poller is None or self.poller.resolved.wait(_IDLE_WAIT)
 
     def _follow_model(self) -> registry.LoadedModel | None:
         """Between batches: adopt a swapped model, notice load errors; return the model to use."""
@@ -353,8 +368,11 @@ class App:
         if moved:
             log.info("Handed over %d devices to other replicas", moved)
 
-    def _process(self, batch: Sequence[Message], model: registry.LoadedModel | None) -> None:
-        """Run the batch through the pipeline, then publish, count, log and report what it gave."""
+    def _process(self, batch: Sequence[Message], model: registry.LoadedModel | None) -> list[int]:
+        """Run the batch through the pipeline, then publish, count, log and report what it gave.
+
+        Returns the message ids of the predictions published.
+        """
         m = self.metrics
         owner = self._owned_by
         step = self.pipeline.process(
@@ -385,9 +403,11 @@ class App:
                 log.error(
                     "Failed to predict a batch of %d rows: %s", len(step.plan.rows), step.prediction_error
                 )
+        published: list[int] = []
         if step.predictions is not None and step.version is not None:
-            self._publish(step.plan, step.version, step.arrivals)
+            published = self._publish(step.plan, step.version, step.arrivals)
         self._record(step)
+        return published
 
     def _output(self, device: str) -> tuple[str, str]:
         """The output topic of ``device`` and its id as a JSON string, remembered."""
@@ -399,8 +419,8 @@ class App:
             out = self._outputs[device] = (template.replace("{device}", device), json.dumps(device))
         return out
 
-    def _publish(self, plan: inference.Plan, version: str, arrivals: dict[int, float]) -> None:
-        """Publish the batch's predictions, in order; metrics are updated once per batch."""
+    def _publish(self, plan: inference.Plan, version: str, arrivals: dict[int, float]) -> list[int]:
+        """Publish the batch's predictions, in order; their message ids. Metrics: once per batch."""
         connection = self.connection
         if not connection.wait_for_window(PUBLISH_WAIT):
             log.warning("Publishing although %d predictions are unacknowledged", connection.unacknowledged)
@@ -411,13 +431,16 @@ class App:
         # JSON strings; a prediction that is not finite was left as None.
         tail = f', "modelVersion": {json.dumps(version)}, "horizon": {self.spec.horizon}}}'
         sent: list[float] = []
+        mids: list[int] = []
         failed = 0
         for slot, index in zip(plan.row_slots, plan.row_readings, strict=True):
             if slot.prediction is None:
                 continue
             topic, device = output(slot.device)
             body = f'{{"device": {device}, "ts": {slot.ts!r}, "prediction": {slot.prediction!r}{tail}'
-            if publish(topic, body.encode()):
+            mid = publish(topic, body.encode())
+            if mid is not None:
+                mids.append(mid)
                 sent.append(arrivals[id(accepted[index])])
             else:
                 failed += 1
@@ -430,6 +453,7 @@ class App:
                 observe(done - arrived)
         if failed:
             m.publish_failures.inc(failed)
+        return mids
 
     def _record(self, step: pipeline.Step) -> None:
         """Count, log and report what the batch did to the drift state."""

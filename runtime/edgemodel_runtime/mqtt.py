@@ -9,14 +9,17 @@ lost the session.
 Two connections, each with its own paho network thread: readings come in on the session
 connection, predictions go out on a second one (client id ``<client id>-out``, clean
 session), so their PUBACKs never queue behind readings and the output never waits for
-the input. Back pressure is done with acknowledgements: readings are acknowledged by hand
-(``manual_ack``). ``on_message`` returns whether the consumer still has room; once it has
-not, the PUBACKs of the readings that keep arriving are *held* (in order) and sent by
-:meth:`Connection.release` as the consumer makes room. The broker should stop sending once
-its window of unacknowledged messages is full and keep the rest in the session; a broker
-that does not (Mosquitto 2.0 sends a backlog beyond it) finds the socket no longer read
-past :data:`HOLD_LIMIT` held acknowledgements. Memory stays bounded and nothing is lost:
-an unacknowledged reading is delivered again after a reconnect.
+the input.
+
+A reading is acknowledged only once it is done: the consumer has handled it and the
+broker has taken every prediction made from it (:meth:`Connection.done`). Until then the
+broker keeps it in the session, so a runtime that dies at any moment, even by SIGKILL,
+loses no reading the broker has acknowledged to a device: the next process with the same
+client id is sent it again. Acknowledgements go out in the order the readings came, as
+MQTT requires. This is also the back pressure: the broker sends at most
+:data:`RECEIVE_MAXIMUM` unacknowledged readings; a broker that sends more (Mosquitto 2.0
+sends a queued backlog beyond it) finds the socket no longer read once ``max_pending``
+readings wait. Memory stays bounded and nothing is lost.
 
 Predictions are published without paho's in-flight limit (paho would otherwise queue
 them behind 20 unacknowledged ones and rescan its whole queue on every PUBACK);
@@ -55,12 +58,15 @@ log = logging.getLogger(__name__)
 PUBLISH_WINDOW = 10_000
 """Predictions published and not yet acknowledged before :meth:`Connection.wait_for_window` waits
 (paho's message ids wrap at 65,535)."""
-RECEIVE_MAXIMUM = 100
-"""Readings the broker sends without their acknowledgement (MQTT 5 Receive Maximum)."""
-HOLD_LIMIT = 1_000
-"""Held acknowledgements beyond which the client stops reading the socket (it still writes)
-until the consumer makes room: the last resort against a broker that sends more than its
-window (Mosquitto 2.0 does, to a client it had queued messages for)."""
+RECEIVE_MAXIMUM = 1_000
+"""Readings the broker sends without their acknowledgement (MQTT 5 Receive Maximum). A
+reading stays unacknowledged until its predictions are with the broker, so this is the
+stream's pipeline depth."""
+MAX_PENDING = 10_000
+"""Default of readings handed to the consumer and not yet done beyond which the client
+stops reading the socket (it still writes) until the consumer catches up: the last resort
+against a broker that sends more than its window (Mosquitto 2.0 does, to a client it had
+queued messages for)."""
 MAX_QUEUED = 60_000
 """Predictions paho holds while disconnected; beyond this ``publish`` refuses them."""
 
@@ -250,7 +256,7 @@ class Connection:
         port: int,
         client_id: str,
         topics: Sequence[str],
-        on_message: Callable[[str, bytes], bool],
+        on_message: Callable[[str, bytes], object],
         username: str | None = None,
         password: str | None = None,
         tls: bool = False,
@@ -261,6 +267,7 @@ class Connection:
         keepalive: int = 30,
         output_qos: int = 1,
         publish_window: int = PUBLISH_WINDOW,
+        max_pending: int = MAX_PENDING,
         on_connection_change: Callable[[bool], None] = lambda connected: None,
     ) -> None:
         self.host = host
@@ -270,12 +277,19 @@ class Connection:
         self.keepalive = keepalive
         self.output_qos = output_qos
         self.publish_window = publish_window
+        self.max_pending = max_pending
         self._on_message = on_message
         self._on_connection_change = on_connection_change
         self._connected = threading.Event()
-        # Held acknowledgements, oldest first; once one is held, every later one is too (MQTT
-        # wants PUBACKs in the order the PUBLISHes came).
-        self._held: collections.deque[tuple[int, int]] = collections.deque()
+        # Readings handed to the consumer on this connection and not yet acknowledged, as
+        # (message id, QoS), oldest first: MQTT wants PUBACKs in the order the PUBLISHes came.
+        self._arrivals: collections.deque[tuple[int, int]] = collections.deque()
+        # Readings handed over on an earlier connection and not yet done: their message ids
+        # died with it (the broker sends them again), so they are done without a PUBACK.
+        self._stale = 0
+        # Batches the consumer is done with, oldest first, waiting for the broker to take their
+        # predictions: [readings, prediction message ids, how many of those are acknowledged].
+        self._finished: collections.deque[list[Any]] = collections.deque()
         self._ack_lock = threading.Lock()
         self._room = threading.Event()
         self._closing = False
@@ -307,17 +321,16 @@ class Connection:
         self.output.max_queued_messages_set(MAX_QUEUED)
         self.output.on_connect = self._handle_output_connect
         self.output.on_disconnect = self._handle_output_disconnect
-        if output_qos:
-            self.output.on_publish = self._handle_publish
+        self.output.on_publish = self._handle_publish
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
     @property
-    def held(self) -> int:
-        """Readings handed to the consumer whose acknowledgement is held back."""
-        return len(self._held)
+    def pending(self) -> int:
+        """Readings handed to the consumer and not yet acknowledged to the broker."""
+        return self._stale + len(self._arrivals)
 
     @property
     def unacknowledged(self) -> int:
@@ -348,12 +361,11 @@ class Connection:
     def close_input(self) -> None:
         """Take no more readings: later ones stay unacknowledged, so the broker keeps them.
 
-        The held acknowledgements are sent: those readings are already with the consumer,
-        which finishes them before the process stops.
+        The readings already with the consumer are acknowledged as it finishes them
+        (:meth:`done`), before the process stops.
         """
         with self._ack_lock:
             self._closing = True
-            self._release_locked(len(self._held))
         self._room.set()
 
     def flush(self, timeout: float) -> bool:
@@ -375,30 +387,65 @@ class Connection:
             self.output.loop_stop()
             self._set_connected(False)
 
-    def release(self, room: int) -> None:
-        """The consumer has room for ``room`` more readings: send that many held acknowledgements."""
-        if not self._held or room <= 0:
-            return
-        with self._ack_lock:
-            self._release_locked(room)
+    def done(self, readings: int, predictions: Sequence[int] = ()) -> None:
+        """The consumer is done with its next ``readings`` readings, in arrival order.
 
-    def _release_locked(self, room: int) -> None:
-        held = self._held
-        ack = self.client.ack
-        while held and room > 0:
-            mid, qos = held.popleft()
-            ack(mid, qos)
-            room -= 1
-        if len(held) < HOLD_LIMIT:
+        ``predictions`` are the message ids :meth:`publish` gave for what it made of them;
+        the readings are acknowledged once the broker has acknowledged those (at once when
+        the output is QoS 0, or nothing was published), after every earlier batch.
+        """
+        if readings <= 0 and not self._finished:
+            return
+        mids = list(predictions) if self.output_qos else []
+        with self._ack_lock:
+            self._finished.append([readings, mids, 0])
+            self._settle_locked(None)
+
+    def settle(self) -> None:
+        """Acknowledge the readings whose predictions the broker has taken since the last call."""
+        if self._finished:
+            with self._ack_lock:
+                self._settle_locked(None)
+
+    def _settle_locked(self, acked: int | None) -> None:
+        # A message id stays in paho's ``_out_messages`` until its PUBACK came (paho-mqtt 2.2;
+        # ``unacknowledged`` reads the same); ``acked`` is the one paho is reporting right now,
+        # before it drops it from there. Ids are unique among the unacknowledged ones.
+        waiting = self.output._out_messages
+        finished = self._finished
+        while finished:
+            batch = finished[0]
+            mids, i = batch[1], batch[2]
+            while i < len(mids) and (mids[i] == acked or mids[i] not in waiting):
+                i += 1
+            batch[2] = i
+            if i < len(mids):
+                break
+            finished.popleft()
+            self._acknowledge_locked(batch[0])
+        if self.pending < self.max_pending:
             self._room.set()
 
-    def publish(self, topic: str, payload: bytes) -> bool:
-        """Queue a message at ``output_qos``; False if the client refused it (queue full, bad topic)."""
+    def _acknowledge_locked(self, readings: int) -> None:
+        stale = min(readings, self._stale)
+        self._stale -= stale
+        readings -= stale
+        arrivals = self._arrivals
+        ack = self.client.ack
+        while readings > 0 and arrivals:
+            mid, qos = arrivals.popleft()
+            if qos:
+                ack(mid, qos)
+            readings -= 1
+
+    def publish(self, topic: str, payload: bytes) -> int | None:
+        """Queue a message at ``output_qos``; its message id, or None if the client refused it
+        (queue full, bad topic)."""
         try:
             info = self.output.publish(topic, payload, qos=self.output_qos)
         except ValueError:  # a topic paho refuses
-            return False
-        return info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
+            return None
+        return info.mid if info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN) else None
 
     def wait_for_window(self, timeout: float) -> bool:
         """While connected, wait until fewer than ``publish_window`` predictions are unacknowledged.
@@ -435,9 +482,10 @@ class Connection:
             log.warning("Failed to connect to MQTT broker %s:%s: %s", self.host, self.port, reason_code)
             return
         with self._ack_lock:
-            # Held acknowledgements belong to the previous connection; the broker sends those
-            # readings again (they are already queued here, and are refused as duplicates).
-            self._held.clear()
+            # Unacknowledged readings belong to the previous connection; the broker sends them
+            # again (they are already queued here, and are refused as duplicates).
+            self._stale += len(self._arrivals)
+            self._arrivals.clear()
         session_present = bool(getattr(flags, "session_present", False))
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
         log.info(
@@ -479,6 +527,9 @@ class Connection:
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
+        if self.output_qos and self._finished:
+            with self._ack_lock:
+                self._settle_locked(mid)
         if len(self.output._out_messages) < self.publish_window:
             self._window_open.set()
 
@@ -492,21 +543,18 @@ class Connection:
                     topic = message.topic
                 except UnicodeDecodeError:  # the broker should refuse such topics; be safe anyway
                     topic = bytes(message._topic).decode("utf-8", "replace")
-                room = self._on_message(topic, bytes(message.payload))
+                self._on_message(topic, bytes(message.payload))
             except Exception:
+                # Not with the consumer, so not acknowledged: the broker sends it again
+                # after a reconnect.
                 log.exception("Failed to queue an MQTT message")
-                room = True
-            if qos == 0:
                 return
-            if room and not self._held:
-                client.ack(message.mid, qos)
-                return
-            self._held.append((message.mid, qos))
-            if len(self._held) >= HOLD_LIMIT:
+            self._arrivals.append((message.mid, qos))
+            if self.pending >= self.max_pending:
                 self._room.clear()
 
     def _hold_reads(self, timeout: float) -> bool:
-        """The broker sends beyond its window: read no more until the consumer makes room."""
-        if len(self._held) < HOLD_LIMIT or self._closing:
+        """The broker sends beyond its window: read no more until the consumer catches up."""
+        if self.pending < self.max_pending or self._closing:
             return False
         return not self._room.wait(timeout)

@@ -179,15 +179,6 @@ def _broker_access(cluster: node.RealCluster) -> tuple[str, int, str, str]:
     )
 
 
-@pytest.mark.xfail(
-    reason=(
-        "Known, not yet fixed (issue 11 stays open): the replacement resumes the session, but in "
-        "three runs acknowledged readings went unpredicted (with --force, and with a graceful delete "
-        "the last reading was never predicted within 120 s); the runtime also acknowledges a reading "
-        "when it queues it, so a SIGKILL loses its queue"
-    ),
-    strict=False,
-)
 def test_a_runtime_pod_killed_mid_stream_is_replaced_and_no_acknowledged_reading_is_lost(
     real_cluster: node.RealCluster, loop: dict[str, Any]
 ) -> None:
@@ -205,11 +196,14 @@ def test_a_runtime_pod_killed_mid_stream_is_replaced_and_no_acknowledged_reading
         for i in range(total):
             p.publish(time.time(), 22.0 + 0.01 * (i % 50), 50.0)
             if i == kill_at:
-                # Deleted the way Kubernetes stops a Pod (SIGTERM, then its grace period), with
-                # no wait. A SIGKILL (--force) can still lose the readings the runtime had
-                # acknowledged but not yet predicted: it acknowledges a reading when it queues it.
+                # Killed, not stopped: no grace period, so the runtime gets no chance to finish.
+                # It acknowledges a reading only once the broker has its prediction, so the
+                # readings it had not finished stay in its MQTT session for the replacement.
                 for victim in victims.values():
-                    _kubectl(real_cluster, "-n", NS, "delete", "pod", victim, "--wait=false")
+                    _kubectl(
+                        real_cluster, "-n", NS, "delete", "pod", victim, "--grace-period=0", "--force",
+                        "--wait=false",
+                    )  # fmt: skip
             time.sleep(0.025)  # 40 readings/s, for 15 s
         processes.wait_until(lambda: p.unacknowledged() == 0, timeout=60, what="PUBACKs for every reading")
         acked = p.acknowledged()
