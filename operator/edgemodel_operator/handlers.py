@@ -54,6 +54,7 @@ WATCHED_KINDS = frozenset(
         "ServiceAccount",
         "Role",
         "RoleBinding",
+        "NetworkPolicy",
     }
 )
 """The child kinds :func:`child_changed` watches: the Reconciler may skip their unchanged applies."""
@@ -400,6 +401,7 @@ def _owner(body: Any) -> str | None:
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
 @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
 @kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)

@@ -45,6 +45,7 @@ KINDS: dict[str, Kind] = {
     "CronJob": Kind("/apis/batch/v1", "cronjobs"),
     "Role": Kind("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": Kind("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "NetworkPolicy": Kind("/apis/networking.k8s.io/v1", "networkpolicies"),
     "Lease": Kind("/apis/coordination.k8s.io/v1", "leases"),
     api.KIND: Kind(f"/apis/{api.GROUP}/{api.VERSION}", api.PLURAL),
 }

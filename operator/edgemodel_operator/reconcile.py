@@ -48,6 +48,7 @@ PRUNABLE = (
     "RoleBinding",
     "Role",
     "ServiceAccount",
+    "NetworkPolicy",
 )
 
 
@@ -114,6 +115,7 @@ class Reconciler:
         # per live EdgeModel (``_applied_at``: one per child the spec wants now), and
         # :meth:`forget` drops all of them when the EdgeModel is gone.
         self._pruned_generation: dict[tuple[str, str], tuple[str, int]] = {}
+        self._policies_removed: dict[tuple[str, str], str] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._seen: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._seen_lock = threading.Lock()  # passes (worker threads) and absorb (event loop) write it
@@ -239,10 +241,12 @@ class Reconciler:
             return [secret] if secret is not None else []
         return self.kube.list(kind, em.namespace, {names.LABEL_EDGEMODEL: em.name})
 
-    def _prune(self, em: EdgeModel, desired: Sequence[Mapping[str, Any]]) -> list[str]:
+    def _prune(
+        self, em: EdgeModel, desired: Sequence[Mapping[str, Any]], *, kinds: Sequence[str] = PRUNABLE
+    ) -> list[str]:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         pruned = []
-        for kind in PRUNABLE:
+        for kind in kinds:
             for obj in self._owned(em, kind):
                 meta = obj["metadata"]
                 owners = meta.get("ownerReferences") or []
@@ -353,6 +357,7 @@ class Reconciler:
         self._dirty.discard(key)
         self._passwords.pop(key, None)
         self._pruned_generation.pop(key, None)
+        self._policies_removed.pop(key, None)
         self._applied_at.pop(key, None)
         self._applied.pop(key, None)
         self._live.pop(key, None)
@@ -369,6 +374,7 @@ class Reconciler:
             *self._dirty,
             *self._passwords,
             *self._pruned_generation,
+            *self._policies_removed,
             *self._applied_at,
             *self._applied,
             *self._live,
@@ -467,6 +473,11 @@ class Reconciler:
             if not self._pruned_before(em):
                 pruned = self._prune(em, desired)
             self._pruned_generation[key] = (em.uid, em.generation)
+        if not self.settings.network_policies and self._policies_removed.get(key) != em.uid:
+            # Switched off by the operator's settings, not the spec: no new generation prunes
+            # them, so each replica looks once per EdgeModel for policies an earlier run made.
+            pruned += self._prune(em, desired, kinds=("NetworkPolicy",))
+            self._policies_removed[key] = em.uid
 
         # The Pods matter only to tell which reports come from live replicas.
         pods = (

@@ -41,6 +41,12 @@ class Settings(pydantic.BaseModel):
     """Image of the managed Mosquitto broker."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Pull policy for the images above."""
+    network_policies: bool = True
+    """Render a NetworkPolicy for each EdgeModel's runtime and managed broker (ingress only). Off:
+    the operator renders none and deletes those it made."""
+    runtime_ingress_namespaces: tuple[str, ...] = ()
+    """Namespaces (besides the EdgeModel's own) whose Pods may reach the runtime's HTTP port, e.g.
+    where Prometheus runs."""
     mlflow_tracking_uri: str | None = None
     """Cluster default MLflow tracking URI, for EdgeModels that set none."""
     field_manager: str = "edgemodel-operator"

@@ -53,6 +53,8 @@ def test_managed_broker_example_renders_every_child():
         ("StatefulSet", "line1-inference"),
         ("Service", "line1-inference"),
         ("HorizontalPodAutoscaler", "line1-inference"),
+        ("NetworkPolicy", "line1-broker"),
+        ("NetworkPolicy", "line1-inference"),
     }
     for obj in objs.values():
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"

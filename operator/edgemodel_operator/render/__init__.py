@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgemodel_operator.render import autoscaler, broker, inference, jobs
+from edgemodel_operator.render import autoscaler, broker, inference, jobs, networkpolicy
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
@@ -16,8 +16,10 @@ __all__ = ["desired"]
 
 
 def desired(em: EdgeModel, settings: Settings, *, generated_password: str | None) -> list[dict[str, Any]]:
-    """Every long-lived child, in the order it should be applied."""
+    """Every long-lived child, in the order it should be applied: the NetworkPolicies first, so no
+    Pod they guard runs unguarded."""
     return [
+        *networkpolicy.objects(em, settings),
         *broker.objects(em, settings, generated_password=generated_password),
         *inference.objects(em, settings),
         *autoscaler.objects(em),
