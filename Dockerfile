@@ -32,6 +32,7 @@ COPY operator ./operator
 COPY runtime ./runtime
 COPY trainer ./trainer
 COPY simulator ./simulator
+COPY backtest ./backtest
 
 RUN /opt/edgemodel/bin/pip wheel --no-deps --wheel-dir /dist . \
     && /opt/edgemodel/bin/pip install /dist/edgemodel-*.whl \

@@ -23,6 +23,7 @@ def test_the_cards_top_level_folders_exist():
         "runtime",
         "trainer",
         "simulator",
+        "backtest",
         "devtools",
         "examples",
         "helm",
@@ -72,6 +73,23 @@ def test_console_scripts_point_at_importable_functions():
         "edgemodel-simulator",
     }
     for target in scripts.values():
+        module, func = target.split(":")
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import {module} as m; assert callable(m.{func})"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert probe.returncode == 0, f"{target}: {probe.stderr[-500:]}"
+
+
+def test_edgemodel_subcommands_point_at_importable_functions():
+    """The shipped ``edgemodel.commands`` entry points (``edgemodel backtest``) import and take a parser."""
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    commands = groups["edgemodel.commands"]
+    assert "backtest" in commands
+    for target in commands.values():
         module, func = target.split(":")
         probe = subprocess.run(
             [sys.executable, "-c", f"import {module} as m; assert callable(m.{func})"],
