@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup system venv tools observability node test e2e unit lint audit crd demo clean
+.PHONY: setup system venv tools observability browser node test e2e unit lint audit crd demo clean
 
-setup: system venv tools observability
+setup: system venv tools observability browser
 
 system:  ## Debian packages: the Mosquitto broker
 	@command -v mosquitto >/dev/null 2>&1 || /usr/sbin/mosquitto -h >/dev/null 2>&1 || { \
@@ -26,6 +26,9 @@ tools:  ## etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, h
 observability:  ## prometheus and promtool (apt), kube-state-metrics (cached): the alert tests
 	@bash hack/observability-tools.sh >/dev/null  # progress goes to stderr; stdout is the bin directory
 
+browser:  ## chromium (apt): the tests that open the HTML reports in a real headless browser
+	@bash hack/browser-tools.sh >/dev/null  # progress goes to stderr; stdout is the browser's path
+
 node:  ## the real node's parts (containerd, kubelet, kube-proxy, CoreDNS, metrics-server) and images (cached)
 	@if [ "$$(id -u)" = 0 ]; then \
 	  bash hack/node-tools.sh >/dev/null && bash hack/images.sh build >/dev/null; \
@@ -45,7 +48,7 @@ lint: venv  ## code-health gates
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
-	.venv/bin/bandit -q -c pyproject.toml -r edgemodel operator runtime trainer simulator
+	.venv/bin/bandit -q -c pyproject.toml -r edgemodel operator runtime trainer simulator backtest
 
 audit: venv  ## known-vulnerable dependencies (pip-audit against PyPI's advisory data)
 	.venv/bin/pip-audit --progress-spinner off --skip-editable
