@@ -156,9 +156,11 @@ def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
     """What a reconcile can act on in a child; a watch event that leaves it equal needs no pass.
 
     Spec edits (``generation``), label and annotation edits, and the status the pass reads
-    (availability, replica counts, a Job finishing) count. Controllers' other status
-    writes (``observedGeneration``, progress conditions, a Job's ``ready`` count) do not.
-    Kinds with no ``generation`` (Service, ConfigMap) count every change.
+    (:func:`deployment`, :func:`statefulset`, a Job finishing) count. Controllers' other
+    status writes (``observedGeneration``, ``replicas`` before they are ready, progress
+    conditions, a Job's ``ready`` count, an HPA's or CronJob's whole status) do not.
+    Kinds with no ``generation`` (Service, ConfigMap, ServiceAccount, Role, RoleBinding)
+    count every change.
 
     >>> dep = {"metadata": {"generation": 2}, "status": {"replicas": 1, "observedGeneration": 1}}
     >>> newer = {"metadata": {"generation": 2}, "status": {"replicas": 1, "observedGeneration": 2}}
@@ -178,19 +180,14 @@ def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
         bool(meta.get("deletionTimestamp")),
     )
     if kind == "Deployment":
-        return (
-            *base,
-            status.get("replicas"),
-            status.get("readyReplicas"),
-            status.get("availableReplicas"),
-            _conditions(status, ("Available",)),
-        )
+        available = next((c for c in status.get("conditions") or [] if c.get("type") == "Available"), {})
+        return (*base, status.get("readyReplicas"), available.get("status"), available.get("message"))
     if kind == "StatefulSet":
-        return (*base, status.get("replicas"), status.get("readyReplicas"), status.get("availableReplicas"))
+        return (*base, status.get("readyReplicas"), status.get("availableReplicas"))
     if kind == "Job":
         return (*base, _conditions(status, ("Complete", "Failed")))
-    if kind == "HorizontalPodAutoscaler":
-        return (*base, status.get("currentReplicas"), status.get("desiredReplicas"))
+    if kind in ("HorizontalPodAutoscaler", "CronJob"):
+        return base  # a pass reads nothing of their status
     return (*base, meta.get("resourceVersion"))
 
 

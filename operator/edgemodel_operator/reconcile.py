@@ -171,7 +171,9 @@ class Reconciler:
         applied[(str(obj.get("kind")), str(meta.get("name")))] = stamp
         if previous is not None and stamp == previous:
             return None
-        if stamp and stamp == meta.get("creationTimestamp") and stamp >= started:
+        # Created by this apply: the object is no older than this pass (a Role's managedFields
+        # time may be a second after its creationTimestamp on a busy server).
+        if stamp and stamp >= started and str(meta.get("creationTimestamp") or "") >= started:
             return "Created"
         if previous is not None and stamp != previous:
             return "Updated"

@@ -28,6 +28,9 @@ def test_doctests():
         ("Deployment", {"readyReplicas": 1}, {"readyReplicas": 1, "updatedReplicas": 1}),
         ("Job", {"active": 1}, {"active": 1, "ready": 1, "startTime": "2026-01-01T00:00:00Z"}),
         ("HorizontalPodAutoscaler", {"currentReplicas": 1}, {"currentReplicas": 1, "lastScaleTime": "x"}),
+        # A pass reads nothing of an HPA's status: its scaling reaches the StatefulSet's spec.
+        ("HorizontalPodAutoscaler", {"desiredReplicas": 1}, {"desiredReplicas": 2}),
+        ("StatefulSet", {"replicas": 0}, {"replicas": 1}),
     ],
 )
 def test_controller_bookkeeping_needs_no_pass(kind, before, after):
@@ -51,7 +54,6 @@ def test_controller_bookkeeping_needs_no_pass(kind, before, after):
             _obj(status={"conditions": [{"type": "Available", "status": "False"}]}),
             _obj(status={"conditions": [{"type": "Available", "status": "True"}]}),
         ),
-        ("HorizontalPodAutoscaler", _obj(status={"desiredReplicas": 1}), _obj(status={"desiredReplicas": 2})),
         # A Job finishing.
         ("Job", _obj(), _obj(status={"conditions": [{"type": "Complete", "status": "True"}]})),
         ("Job", _obj(), _obj(status={"conditions": [{"type": "Failed", "status": "True"}]})),
