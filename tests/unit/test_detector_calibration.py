@@ -7,6 +7,7 @@ hand-set values -> Page-Hinkley's tuning) are pure; so is everything here.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -14,7 +15,10 @@ import pydantic
 import pytest
 
 from edgemodel import api, contracts, registry
-from edgemodel_runtime import drift
+from edgemodel_operator.render import inference
+from edgemodel_operator.resource import EdgeModel
+from edgemodel_operator.settings import Settings as OperatorSettings
+from edgemodel_runtime import config, drift
 from edgemodel_trainer import calibration
 
 
@@ -178,3 +182,26 @@ def test_the_spec_s_tuning_is_bounded_and_optional():
     for bad in ({"delta": -0.1}, {"threshold": 0}, {"lambda": 3}):
         with pytest.raises(pydantic.ValidationError):
             api.DriftSpec.model_validate({"threshold": 1.0, "detectorTuning": bad})
+
+
+def test_hand_set_tuning_travels_from_the_spec_through_the_runtime_config():
+    spec = {
+        "sensors": {"topics": ["plant/+/t"], "features": ["t"], "target": "t"},
+        "drift": {"threshold": 2.0, "detectorTuning": {"delta": 0.25}},
+    }
+    em = EdgeModel.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1},
+            "spec": spec,
+            "status": {},
+        }
+    )
+    rendered = inference.runtime_config(em, OperatorSettings(mlflow_tracking_uri="http://mlflow:5000"))
+    wire = json.loads(rendered.to_json())
+    assert wire["driftDetectorDelta"] == 0.25 and "driftDetectorThreshold" not in wire
+    settings = config.Settings(config=contracts.RuntimeConfig.model_validate(wire))
+    c = contracts.DetectorCalibration(mean_abs=0.2, std_abs=0.2, rmse=0.3, samples=100)
+    tuning = settings.detector_tuning(c)
+    assert tuning.delta == 0.25
+    assert tuning.threshold == drift.calibrated_tuning(c, 2.0).threshold
+    assert tuning.source == "spec+calibrated"
