@@ -1,4 +1,4 @@
-"""``python -m bench {all,runtime,drift,heal,operator} [--quick] [--out DIR]``."""
+"""``python -m bench {all,runtime,drift,heal,operator,backtest} [--quick] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "drift": "bench.drift_bench",
     "heal": "bench.heal_bench",
     "operator": "bench.operator_bench",
+    "backtest": "bench.backtest_bench",
 }
 
 

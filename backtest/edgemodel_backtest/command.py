@@ -11,8 +11,12 @@ I/O: the files named on the command line, stdout and stderr.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import csv
 import json
+import multiprocessing
+import os
 import pathlib
 import sys
 import time
@@ -27,6 +31,8 @@ from edgemodel import api
 __all__ = ["backtest", "main"]
 
 Runner = Callable[[argparse.Namespace], int]
+PARALLEL_FROM = 20_000
+"""From this many readings on, the systems are replayed in two processes (when there are two CPUs)."""
 
 
 class InputError(Exception):
@@ -133,10 +139,30 @@ def _run(args: argparse.Namespace) -> int:
         period=args.period,
         timing=loop.Timing(job_seconds=args.job_seconds),
     )
+    processes = args.processes
+    if processes is None:
+        processes = min(2, os.cpu_count() or 1) if len(hist.readings) >= PARALLEL_FROM else 1
     try:
-        result = replay.run(
-            spec, hist, name=name, bootstrap=bootstrap, bootstrap_source=source, options=options
-        )
+        with contextlib.ExitStack() as stack:
+            mapper: Any = map
+            if processes > 1:
+                # Forked before this process has done any numerical work, so no BLAS thread
+                # pool is copied half-way; the pool's workers end with the with-block.
+                pool = stack.enter_context(
+                    concurrent.futures.ProcessPoolExecutor(
+                        processes, mp_context=multiprocessing.get_context("fork")
+                    )
+                )
+                mapper = pool.map
+            result = replay.run(
+                spec,
+                hist,
+                name=name,
+                bootstrap=bootstrap,
+                bootstrap_source=source,
+                options=options,
+                mapper=mapper,
+            )
     except (loop.BootstrapError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     seconds = time.perf_counter() - started
@@ -201,6 +227,10 @@ def backtest(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument(
         "--period", type=float, default=86400.0,
         help="seconds between the periodic baseline's retrains (default 86400: daily)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, default=None,
+        help=f"replay the systems in this many processes (default 2 from {PARALLEL_FROM:,} readings, else 1)",
     )  # fmt: skip
     parser.add_argument(
         "--job-seconds", type=float, default=60.0,

@@ -17,7 +17,7 @@ from typing import Any
 
 from edgemodel_runtime import drift
 
-__all__ = ["EVENT_KINDS", "Event", "Figures", "build"]
+__all__ = ["EVENT_KINDS", "Event", "Figures", "build", "from_series"]
 
 EVENT_KINDS = ("detection", "retrain", "promotion", "rejection", "rollback", "failure")
 """``detection``: drift started on the replica; ``retrain``: a retraining Job started;
@@ -81,6 +81,43 @@ class Figures:
             "events": [e.to_json() for e in self.events],
             "rolling": [[t, r] for t, r in self.rolling],
         }
+
+
+def from_series(
+    *,
+    name: str,
+    label: str,
+    rolling: Sequence[tuple[float, float]],
+    events: Sequence[Event],
+    threshold: float,
+    window: int,
+) -> Figures:
+    """Figures from a rolling-RMSE series someone else measured (a live run's status), not from errors.
+
+    There are no outcomes to count, so the overall RMSE is unknown; ``share_over_threshold``
+    is the share of the series' samples above the threshold.
+
+    >>> f = from_series(name="live", label="L", rolling=[(0.0, 0.5), (1.0, 2.0)], events=[],
+    ...                 threshold=1.0, window=10)
+    >>> f.overall_rmse, f.final_rolling_rmse, f.max_rolling_rmse, f.share_over_threshold
+    (None, 2.0, 2.0, 0.5)
+    """
+    values = [v for _, v in rolling]
+    stride = max(1, math.ceil(len(rolling) / MAX_POINTS))
+    sampled = [p for i, p in enumerate(rolling) if i % stride == 0 or i == len(rolling) - 1]
+    return Figures(
+        name=name,
+        label=label,
+        outcomes=0,
+        overall_rmse=None,
+        rolling=tuple(sampled),
+        final_rolling_rmse=values[-1] if values else None,
+        max_rolling_rmse=max(values, default=None),
+        share_over_threshold=sum(v > threshold for v in values) / len(values) if values else None,
+        events=tuple(sorted(events, key=lambda e: e.time)),
+        threshold=threshold,
+        window=window,
+    )
 
 
 def build(

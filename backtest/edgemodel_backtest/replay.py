@@ -5,21 +5,24 @@ share of the history trains version 1 and primes the replicas (device histories,
 training window), as readings that arrived before any model served; only the rest is
 scored. With them, the whole history is scored.
 
+The systems are independent once version 1 is trained: ``mapper`` may replay them in
+other processes (``edgemodel backtest`` uses a pool of two on a long history).
+
 Pure: the caller reads the files and passes readings in.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from edgemodel import api
-from edgemodel_backtest import baselines, figures, history, loop, stream
+from edgemodel_backtest import baselines, figures, history, loop, stream, training
 from edgemodel_operator.settings import Settings
-from edgemodel_runtime import payloads
+from edgemodel_runtime import payloads, pipeline
 
-__all__ = ["DEFAULT_WARMUP", "Options", "Result", "run"]
+__all__ = ["DEFAULT_WARMUP", "Options", "Result", "Task", "replay_one", "run"]
 
 DEFAULT_WARMUP = 0.2
 SYSTEMS = ("loop", "static", "naive", "periodic")
@@ -80,6 +83,53 @@ class Result:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One system to replay: what a worker process needs (all of it pickles)."""
+
+    kind: str
+    """``loop`` or a baseline's name."""
+    spec: api.EdgeModelSpec
+    name: str
+    bootstrap: Sequence[payloads.Reading]
+    primer: Sequence[pipeline.Message]
+    messages: Sequence[pipeline.Message]
+    options: Options
+
+
+def replay_one(task: Task) -> tuple[figures.Figures, float | None]:
+    """Replay one system from version 1; the loop also returns version 1's holdout RMSE.
+
+    Each system trains version 1 itself, from the same readings with the same seed, so the
+    systems can be replayed in separate processes and still start from the same model.
+    """
+    start = task.messages[0][2]
+    if task.kind == "loop":
+        the_loop = loop.Loop(
+            task.spec, name=task.name, settings=task.options.settings, timing=task.options.timing
+        )
+        the_loop.prime(task.primer)
+        first = the_loop.bootstrap(task.bootstrap, now=start)
+        holdout = next(
+            (e.holdout_rmse for e in the_loop.status.model.history if e.version == first.version), None
+        )
+        the_loop.run(task.messages)
+        return the_loop.figures(), holdout
+    verdict = training.train_on(task.bootstrap, spec=task.spec, champion=None)
+    if verdict.model is None:
+        raise loop.BootstrapError(f"version 1 could not be trained: {verdict.reason}")
+    first = stream.Served("1", verdict.model)
+    o = task.options
+    out = baselines.replay(
+        task.kind, task.spec, task.messages, first=first, primer=task.primer, period=o.period, timing=o.timing
+    )
+    return out, None
+
+
+Mapper = Callable[[Callable[[Task], tuple[figures.Figures, float | None]], Iterable[Task]], Iterable[Any]]
+"""``map`` (one system after the other, the default) or a process pool's ``map``."""
+
+
 def run(
     spec: api.EdgeModelSpec,
     hist: history.History,
@@ -88,8 +138,9 @@ def run(
     bootstrap: Sequence[payloads.Reading] | None = None,
     bootstrap_source: str = "",
     options: Options = Options(),
+    mapper: Mapper = map,
 ) -> Result:
-    """Replay ``hist`` through the loop and the chosen baselines."""
+    """Replay ``hist`` through the loop and the chosen baselines, each system with ``mapper``."""
     if not 0.0 < options.warmup < 1.0:
         raise ValueError("warmup must be between 0 and 1")
     readings = hist.readings
@@ -106,22 +157,10 @@ def run(
     if not scored:
         raise history.HistoryError("nothing is left to replay after the bootstrap readings")
     messages = stream.encode(scored)
-    start = messages[0][2]
-
-    the_loop = loop.Loop(spec, name=name, settings=options.settings, timing=options.timing)
-    the_loop.prime(primer)
-    first = the_loop.bootstrap(bootstrap, now=start)
-    holdout = next(
-        (e.holdout_rmse for e in the_loop.status.model.history if e.version == first.version), None
-    )
-    the_loop.run(messages)
-    systems = [the_loop.figures()]
-    for kind in options.baselines:
-        systems.append(
-            baselines.replay(
-                kind, spec, messages, first=first, primer=primer, period=options.period, timing=options.timing
-            )
-        )
+    tasks = [
+        Task(kind, spec, name, bootstrap, primer, messages, options) for kind in ("loop", *options.baselines)
+    ]
+    done = list(mapper(replay_one, tasks))
     return Result(
         name=name,
         spec=spec,
@@ -129,8 +168,8 @@ def run(
         bootstrap_readings=len(bootstrap),
         bootstrap_source=bootstrap_source,
         replayed=len(scored),
-        start=start,
+        start=messages[0][2],
         end=messages[-1][2],
-        version1_holdout_rmse=holdout,
-        systems=tuple(systems),
+        version1_holdout_rmse=done[0][1],
+        systems=tuple(f for f, _ in done),
     )

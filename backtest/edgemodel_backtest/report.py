@@ -33,6 +33,7 @@ MARKS = {
     "rejection": ("#7a7a7a", "Rejected"),
     "failure": ("#222222", "Failed"),
     "rollback": ("#8e44ad", "Rolled back"),
+    "injection": ("#555555", "Drift injected (demo)"),
 }
 WIDTH, HEIGHT = 980, 360
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 36
@@ -86,9 +87,9 @@ def _nice_step(span: float, count: int) -> float:
     return float(10 * base)
 
 
-def _time_label(t: float, span: float, start: float, relative: bool) -> str:
+def _time_label(t: float, span: float, relative: bool) -> str:
     if relative:
-        return f"{t - start:.0f} s"
+        return f"{t:.0f} s"
     moment = datetime.datetime.fromtimestamp(t, datetime.UTC)
     return moment.strftime("%m-%d" if span > 3 * 86400 else "%m-%d %H:%M")
 
@@ -154,7 +155,7 @@ def _chart(systems: Sequence[figures.Figures], *, relative: bool) -> str:
         t = start + (end - start) * i / 6
         x = x_of(t)
         out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{TOP + plot_h}"/>')
-        label = html.escape(_time_label(t, end - start, start, relative))
+        label = html.escape(_time_label(t, end - start, relative))
         out.append(f'<text x="{x:.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">{label}</text>')
     out.append(f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}"/>')
     out.append(
@@ -186,7 +187,7 @@ def _chart(systems: Sequence[figures.Figures], *, relative: bool) -> str:
         out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{html.escape(s.name)}</text>')
         out.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         for e in s.events:
-            label = table.when(e.time) if not relative else f"{e.time - start:.1f} s"
+            label = table.when(e.time) if not relative else f"{e.time:.1f} s"
             version = f" (version {e.version})" if e.version else ""
             out.append(
                 _mark(
@@ -208,7 +209,10 @@ def _legend(systems: Sequence[figures.Figures]) -> str:
         for i, s in enumerate(systems)
     ]
     items.append('<span><i class="swatch" style="background:#d62728"></i>threshold</span>')
+    shown = {e.kind for s in systems for e in s.events}
     for kind, (_, label) in MARKS.items():
+        if kind not in shown:
+            continue
         icon = f'<svg width="12" height="12" style="border:0">{_mark(kind, 6, 6, label)}</svg>'
         items.append(f"<span>{icon}{label}</span>")
     return f'<div class="legend">{"".join(items)}</div>'
@@ -234,8 +238,8 @@ def render(
 ) -> str:
     """The page for ``systems`` (the first one's threshold is drawn); ``notes`` are HTML-escaped lines.
 
-    ``relative_time`` labels the time axis in seconds since the start (a live run) rather
-    than as UTC dates (a history).
+    ``relative_time`` says the times are seconds since a live run started (the demo), and
+    labels them so, rather than as UTC dates (a history's epoch seconds).
     """
     if not systems:
         raise ValueError("nothing to draw")

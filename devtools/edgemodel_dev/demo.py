@@ -11,7 +11,10 @@ What runs, all as real processes on 127.0.0.1:
 - the sensor simulator, which injects drift.
 
 It prints progress as it happens and ends with a summary: when drift began and was
-detected, the Job, the new version, the RMSE before and after, and the time to heal.
+detected, the Job, the new version, the RMSE before and after, and the time to heal. It
+also writes ``report.html`` in the work folder: the RMSE over time with the injection,
+detection, retraining and promotion marked, drawn by :mod:`edgemodel_backtest.report`,
+the same page ``edgemodel backtest --report`` writes.
 
 I/O: everything; this is the top of the stack.
 """
@@ -34,6 +37,7 @@ import yaml
 from mlflow import tracking as mlflow_tracking
 
 from edgemodel import api, contracts
+from edgemodel_backtest import figures, report
 from edgemodel_dev.harness import (
     binaries,
     controlplane,
@@ -45,7 +49,7 @@ from edgemodel_dev.harness import (
 )
 from edgemodel_simulator import sensors
 
-__all__ = ["Timeline", "main", "run"]
+__all__ = ["Timeline", "main", "report_page", "run"]
 
 NAMESPACE = "edgemodel-demo"
 NAME = "line1-temperature"
@@ -73,6 +77,16 @@ class Timeline:
     rmse_drifted: float | None = None
     rmse_after: float | None = None
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rmse_samples: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    """``(seconds, status.drift.rmse)`` as the operator summarised it, from Ready to healed."""
+
+    def sample(self, t: float, rmse: float | None) -> None:
+        """Record the summarised RMSE at ``t`` when it changed (or a second passed)."""
+        if rmse is None:
+            return
+        if self.rmse_samples and self.rmse_samples[-1][1] == rmse and t - self.rmse_samples[-1][0] < 1.0:
+            return
+        self.rmse_samples.append((round(t, 2), rmse))
 
     @property
     def time_to_heal(self) -> float | None:
@@ -331,6 +345,7 @@ def run(
         )
         timeline.version_before = st.model.version
         timeline.rmse_before = st.drift.rmse
+        timeline.sample(clock.now(), st.drift.rmse)
         clock.say(
             f"Ready: version {st.model.version} serving, "
             f"RMSE {_fmt_rmse(st.drift.rmse)} < threshold {THRESHOLD}"
@@ -383,6 +398,7 @@ def _watch(
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         st = _status(client)
+        timeline.sample(clock.now(), st.drift.rmse)
         if not drifted_seen and _condition(st, "Drifted") == "True":
             drifted_seen = True
             if timeline.drift_detected is None:
@@ -497,6 +513,37 @@ def summary(timeline: Timeline) -> str:
     return "\n".join(lines)
 
 
+def report_page(timeline: Timeline) -> str:
+    """The run as one self-contained HTML page (:func:`edgemodel_backtest.report.render`)."""
+    moments = [
+        (timeline.drift_started, "injection", "the simulator changed the plant", None),
+        (timeline.drift_detected, "detection", "Drifted=True", timeline.version_before),
+        (timeline.job_started, "retrain", f"Job {timeline.job_name}", None),
+        (timeline.promoted, "promotion", str(timeline.trainer.get("reason") or ""), timeline.version_after),
+    ]
+    events = [
+        figures.Event(t, kind, detail, version) for t, kind, detail, version in moments if t is not None
+    ]
+    live = figures.from_series(
+        name="loop",
+        label="EdgeModel loop, live: status.drift.rmse as the operator summarised it",
+        rolling=timeline.rmse_samples,
+        events=events,
+        threshold=THRESHOLD,
+        window=WINDOW,
+    )
+    return report.render(
+        [live],
+        title="edgemodel demo: the self-healing loop, live",
+        subtitle=(
+            f"EdgeModel {NAMESPACE}/{NAME}: {DEVICES} devices at {RATE:.0f} readings/s; "
+            f"threshold {THRESHOLD} over {WINDOW} outcomes; seconds since the demo started"
+        ),
+        notes=[line.strip() for line in summary(timeline).splitlines() if line.strip()],
+        relative_time=True,
+    )
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -506,6 +553,9 @@ def main(*, workdir: pathlib.Path, keep: bool, drift: str, json_path: pathlib.Pa
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     timeline = run(workdir, keep=keep, drift=drift)
     print(summary(timeline))
+    page = workdir.resolve() / "report.html"
+    page.write_text(report_page(timeline), encoding="utf-8")
+    print(f"\nReport: {page}")
     if json_path is not None:
         json_path.write_text(json.dumps(timeline.to_json(), indent=2))
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -23,8 +24,9 @@ import pytest
 import yaml
 
 from edgemodel_dev import demo
+from tests import browser
 
-pytestmark = [pytest.mark.cluster, pytest.mark.mqtt, pytest.mark.mlflow]
+pytestmark = [pytest.mark.cluster, pytest.mark.mqtt, pytest.mark.mlflow, pytest.mark.browser]
 
 EDGEMODEL = pathlib.Path(sys.executable).parent / "edgemodel"
 
@@ -78,3 +80,14 @@ def test_make_demo_heals_and_stops_everything(tmp_path: pathlib.Path) -> None:
     assert f"1 -> {timeline['version_after']}" in proc.stdout
     # Every process the demo started is gone.
     assert _mentioning(tmp_path) == []
+
+    # The run's report page: written, with the live RMSE, and it loads in Chromium with no script error.
+    page = workdir / "report.html"
+    assert f"Report: {page}" in proc.stdout
+    rendered = browser.render(page, tmp_path)
+    assert rendered.script_errors == [], rendered.console
+    body = re.search(r"<body[^>]*>", rendered.dom)
+    assert body is not None and 'data-rendered="1"' in body[0] and "data-errors" not in body[0], body
+    assert len(timeline["rmse_samples"]) >= 2
+    png = rendered.screenshot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
