@@ -168,7 +168,8 @@ def _run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     v1 = result.version1_holdout_rmse
     print(
-        f"EdgeModel {name}: {result.replayed} readings of {len(hist.devices)} devices replayed from "
+        f"EdgeModel {name}: {result.replayed} readings of {len(hist.devices)} "
+        f"device{'' if len(hist.devices) == 1 else 's'} replayed from "
         f"{table.when(result.start)} to {table.when(result.end)} UTC; version 1 trained on "
         f"{result.bootstrap_readings} readings ({result.bootstrap_source}), holdout RMSE "
         f"{'n/a' if v1 is None else f'{v1:.3f}'}; threshold {spec.drift.threshold:g}, "

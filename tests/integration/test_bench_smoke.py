@@ -21,6 +21,7 @@ BENCHMARKS = [
     pytest.param("heal", None, id="heal"),
     pytest.param("runtime", "ok", id="runtime", marks=[pytest.mark.mqtt, pytest.mark.mlflow]),
     pytest.param("operator", "ok", id="operator", marks=[pytest.mark.cluster]),
+    pytest.param("backtest", "ok", id="backtest"),
 ]
 
 
