@@ -141,6 +141,9 @@ class RuntimeConfig(_Contract):
 
     edgemodel: str | None = None
     """``<namespace>/<name>`` of the EdgeModel to report to; None when standalone."""
+    peer_service: str | None = None
+    """The Service whose EndpointSlices list the replicas sharing the devices (dynamic
+    partitioning); None: the replicas that reported lately in the EdgeModel's status."""
     topics: list[str] = pydantic.Field(min_length=1)
     features: list[str]
     target: str

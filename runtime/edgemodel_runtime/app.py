@@ -27,7 +27,6 @@ Threads, each with one job:
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import threading
@@ -67,6 +66,8 @@ PUBLISH_WAIT = 5.0
 HEALTH_TIMEOUT = 30.0
 """/healthz fails when the worker loop has not turned for this long."""
 _IDLE_WAIT = 0.2
+RMSE_REPORT_STEP = 0.1
+"""The RMSE is reported within an interval when it moved by this share of the drift threshold."""
 BOOTSTRAP_MIN_READINGS = 200
 """Without a model, the window is uploaded once it holds min(trainingWindow, this) readings."""
 
@@ -135,7 +136,7 @@ class App:
         )
         sink = status_sink if status_sink is not None else self._default_sink(api_client)
         if members is None and isinstance(sink, reporting.KubernetesSink):
-            members = sink
+            members = self._default_members(sink)
         self.members = members if settings.partition_mode == "dynamic" else None
         if settings.partition_mode == "dynamic" and self.members is None:
             log.warning("Dynamic partitioning has no way to read the replicas; this one handles all devices")
@@ -150,8 +151,12 @@ class App:
             interval=c.report_interval_seconds,
             metrics=self.metrics,
             upload_window=self._upload_window if self.mlflow is not None else None,
-            # members must report at least once per interval, or the others drop them
-            heartbeat=c.report_interval_seconds if self.members is not None else None,
+            # members seen through their reports must report once per interval, or the others drop them
+            heartbeat=c.report_interval_seconds
+            if self.members is not None and self.members.needs_heartbeat
+            else None,
+            # the RMSE is written when it moves by a tenth of the threshold, not on every wiggle
+            rmse_step=RMSE_REPORT_STEP * c.drift_threshold,
             tick=self.refresh_membership if self.members is not None else None,
             tick_interval=settings.options.membership_refresh_seconds,
         )
@@ -185,7 +190,20 @@ class App:
                 log.warning("POD_NAME is not set; drift goes to the log only")
             return reporting.LogSink()
         client = api_client if api_client is not None else reporting.api_client_from_environment()
-        return reporting.KubernetesSink(client, namespace=ref[0], name=ref[1], pod=self.settings.pod_name)
+        return reporting.KubernetesSink(
+            client,
+            namespace=ref[0],
+            name=ref[1],
+            pod=self.settings.pod_name,
+            member_ttl=self.settings.member_ttl,
+        )
+
+    def _default_members(self, sink: reporting.KubernetesSink) -> reporting.Members:
+        """The inference Service's EndpointSlices when the config names it, else the reports in the status."""
+        service = self.settings.config.peer_service
+        if service is None:
+            return sink
+        return reporting.EndpointSliceMembers(sink.api.api_client, namespace=sink.namespace, service=service)
 
     @property
     def http_port(self) -> int:
@@ -246,20 +264,17 @@ class App:
     # ------------------------------------------------------------------ membership
 
     def refresh_membership(self) -> None:
-        """Read the live replicas from the EdgeModel; adopt them if they changed (reporter thread)."""
+        """Read the live replicas; adopt them if they changed (reporter thread)."""
         assert self.members is not None
         me = self.settings.pod_name or ""
         try:
-            entries = self.members.replica_drift()
+            live = self.members.live(me)
         except Exception as exc:  # noqa: BLE001 - keep the last membership; try again next tick
             self.metrics.membership_refreshes.labels("failed").inc()
             if self._rejections.allow("membership"):
                 log.warning("Failed to read the live replicas: %s", exc)
             return
         self.metrics.membership_refreshes.labels("ok").inc()
-        live = partition.live_members(
-            entries, me=me, now=datetime.datetime.now(datetime.UTC), max_age=self.settings.member_ttl
-        )
         current = self.ownership
         if isinstance(current, partition.Rendezvous) and set(current.names) == live:
             return

@@ -6,8 +6,11 @@ docs/runtime.md for the trade-off against MQTT 5 shared subscriptions). Two ways
 
 - :class:`Partition` (static): ``crc32(device) % count == index``, with a fixed count
   and an index such as a StatefulSet ordinal.
-- :class:`Rendezvous` (dynamic): the live replicas (:func:`live_members`, read from the
-  EdgeModel's ``status.replicaDrift``) share the devices by rendezvous hashing. A device
+- :class:`Rendezvous` (dynamic): the live replicas share the devices by rendezvous
+  hashing. In a cluster they are the Pods behind the inference Service's EndpointSlices
+  (:func:`endpoint_members`), so no replica writes anything to be seen; without a Service,
+  the replicas that reported lately in the EdgeModel's ``status.replicaDrift``
+  (:func:`live_members`). A device
   belongs to the member with the highest :func:`weight` of ``(device, member)``, so when
   a member joins or leaves, only the devices it gains or loses move.
 
@@ -29,6 +32,7 @@ __all__ = [
     "Ownership",
     "Partition",
     "Rendezvous",
+    "endpoint_members",
     "index_from_pod_name",
     "live_members",
     "owner",
@@ -187,6 +191,39 @@ def live_members(
             at = at.replace(tzinfo=datetime.UTC)
         if (now - at).total_seconds() <= max_age:
             members.add(name)
+    return frozenset(members)
+
+
+def endpoint_members(slices: Iterable[Mapping[str, Any]], *, me: str) -> frozenset[str]:
+    """The Pods behind a Service's EndpointSlices that are not terminating, and ``me``.
+
+    A Pod counts from when it has an address until it is being deleted, ready or not: a
+    replica that restarts keeps its devices (their readings wait in its MQTT session), and
+    one being deleted hands them over at once.
+
+    >>> slices = [{"endpoints": [
+    ...     {"targetRef": {"kind": "Pod", "name": "rt-0"}, "conditions": {"ready": True}},
+    ...     {"targetRef": {"kind": "Pod", "name": "rt-1"}, "conditions": {"ready": False}},
+    ...     {"targetRef": {"kind": "Pod", "name": "rt-2"}, "conditions": {"terminating": True}},
+    ...     {"addresses": ["10.0.0.9"]}]}]
+    >>> sorted(endpoint_members(slices, me="rt-3"))
+    ['rt-0', 'rt-1', 'rt-3']
+    """
+    members = {me}
+    for endpoint_slice in slices:
+        endpoints = endpoint_slice.get("endpoints") if isinstance(endpoint_slice, Mapping) else None
+        for endpoint in endpoints if isinstance(endpoints, list) else ():
+            if not isinstance(endpoint, Mapping):
+                continue
+            ref = endpoint.get("targetRef")
+            conditions = endpoint.get("conditions")
+            if not isinstance(ref, Mapping) or ref.get("kind") != "Pod":
+                continue
+            if not isinstance(ref.get("name"), str):
+                continue
+            if isinstance(conditions, Mapping) and conditions.get("terminating") is True:
+                continue
+            members.add(ref["name"])
     return frozenset(members)
 
 

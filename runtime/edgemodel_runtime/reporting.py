@@ -1,17 +1,21 @@
 """Reporting this replica's drift state: to the EdgeModel's status, or to the log when standalone.
 
 Only ``status.replicaDrift.<podName>`` is merge-patched, through the status subresource
-(:func:`edgemodel.contracts.replica_drift_patch`). :class:`ReportPolicy` (pure) sends at
-most one report per interval, except that a change of state (``detected``, ``reason``,
-model version or model error) goes out at once. An unchanged state is re-sent as a
-heartbeat every ``heartbeat`` seconds.
+(:func:`edgemodel.contracts.replica_drift_patch`). :class:`ReportPolicy` (pure) decides
+when: a change of state (``detected``, ``reason``, model version or model error) goes
+out at once; the figures (RMSE) only when they moved by a set step, at most once per
+interval; otherwise the same state is re-sent only as a slow keep-alive. Every write wakes
+the operator, so a steady stream writes about once a minute, not every few seconds.
 
 When drift starts, :class:`Reporter` first hands the training window to its
 ``upload_window`` callable (MLflow), and only then sends the report. The same happens
 with reason ``bootstrap`` while no model serves.
 
 With dynamic partitioning the reporter thread also runs ``tick`` every
-``tick_interval`` seconds: a read of the live replicas (:meth:`KubernetesSink.replica_drift`).
+``tick_interval`` seconds: a read of the live replicas (:class:`Members`). In a cluster
+they come from the inference Service's EndpointSlices (:class:`EndpointSliceMembers`),
+which cost no write; without a Service, from the replicas' own reports in the status
+(:class:`KubernetesSink`), which then must be re-sent every interval as a heartbeat.
 
 I/O: the Kubernetes API (:class:`KubernetesSink`), in the reporter's own thread.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import threading
 import time
@@ -28,13 +33,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edgemodel import api, contracts
 from edgemodel_runtime import metrics as metrics_
-from edgemodel_runtime import payloads
+from edgemodel_runtime import partition, payloads
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
 __all__ = [
     "DriftReport",
+    "EndpointSliceMembers",
     "KubernetesSink",
     "LogSink",
     "Members",
@@ -85,10 +91,27 @@ class ReportPolicy:
     (False, True)
     >>> p.due(DriftReport(detected=True, reason="Threshold"), now=1.0)
     True
+    >>> p.sent(DriftReport(rmse=1.0), now=5.0)
+    >>> p.due(DriftReport(rmse=1.05), now=30.0), p.due(DriftReport(rmse=1.2), now=30.0)
+    (False, True)
+    >>> p.due(DriftReport(rmse=1.05), now=65.0)  # the keep-alive
+    True
     """
 
-    def __init__(self, *, interval: float, heartbeat: float | None = None, min_gap: float = 1.0) -> None:
+    RMSE_STEP = 0.1
+    """Without ``rmse_step``: a relative change of the RMSE reported within an interval."""
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        heartbeat: float | None = None,
+        min_gap: float = 1.0,
+        rmse_step: float | None = None,
+    ) -> None:
         self.interval = interval
+        self.rmse_step = rmse_step
+        """A change of the RMSE reported within an interval (smaller ones wait for the keep-alive)."""
         self.heartbeat = heartbeat if heartbeat is not None else 12 * interval
         self.min_gap = min(min_gap, interval)
         self._last: DriftReport | None = None
@@ -105,14 +128,23 @@ class ReportPolicy:
             return elapsed >= self.min_gap
         if elapsed >= self.heartbeat:
             return True
-        return elapsed >= self.interval and state != self._last
+        return elapsed >= self.interval and self._moved(state)
+
+    def _moved(self, state: DriftReport) -> bool:
+        """Whether the figures moved by a step since the last report (same state key)."""
+        last = self._last
+        assert last is not None
+        if state.rmse is None or last.rmse is None:
+            return state.rmse != last.rmse
+        step = self.rmse_step if self.rmse_step is not None else self.RMSE_STEP * abs(last.rmse)
+        return abs(state.rmse - last.rmse) > step
 
     def next_check(self, state: DriftReport, now: float) -> float:
         """Seconds until :meth:`due` may turn true for an unchanged ``state``."""
         if self._last is None or state.key() != self._last.key():
             wait = max(self._not_before - now, self._last_time + self.min_gap - now)
         else:
-            later = self.interval if state != self._last else self.heartbeat
+            later = self.interval if self._moved(state) else self.heartbeat
             wait = max(self._not_before - now, self._last_time + later - now)
         return max(wait, 0.0)
 
@@ -130,11 +162,18 @@ class Sink(Protocol):
 
 
 class Members(Protocol):
-    """Where the live replicas are read from: the EdgeModel's ``status.replicaDrift``."""
+    """Where the live replicas sharing the devices are read from."""
 
-    def replica_drift(self) -> Mapping[str, Any]: ...
+    needs_heartbeat: bool
+    """Whether a replica is seen only while it keeps reporting (then reports are heartbeats)."""
 
-    def remove(self) -> None: ...
+    def live(self, me: str) -> frozenset[str]:
+        """The live replicas, ``me`` included."""
+        ...
+
+    def remove(self) -> None:
+        """On a clean stop: let the others take this replica's devices at once."""
+        ...
 
 
 class LogSink:
@@ -145,9 +184,14 @@ class LogSink:
 
 
 class KubernetesSink:
-    """Merge-patch ``status.replicaDrift.<pod>`` of one EdgeModel."""
+    """Merge-patch ``status.replicaDrift.<pod>`` of one EdgeModel; its members are the replicas
+    that reported within ``member_ttl`` seconds."""
 
-    def __init__(self, api_client: k8s.ApiClient, *, namespace: str, name: str, pod: str) -> None:
+    needs_heartbeat = True
+
+    def __init__(
+        self, api_client: k8s.ApiClient, *, namespace: str, name: str, pod: str, member_ttl: float = 15.0
+    ) -> None:
         # Imported here: the kubernetes client is +12.5 MB RSS and ~0.4-1.4 s of import
         # (docs/runtime.md, Footprint), and a runtime outside a Pod never reports to the API.
         from kubernetes import client as k8s  # noqa: PLC0415
@@ -156,6 +200,7 @@ class KubernetesSink:
         self.namespace = namespace
         self.name = name
         self.pod = pod
+        self.member_ttl = member_ttl
 
     def send(self, entry: api.ReplicaDriftEntry) -> None:
         self.api.patch_namespaced_custom_object_status(
@@ -177,6 +222,10 @@ class KubernetesSink:
         entries = status.get("replicaDrift") if isinstance(status, Mapping) else None
         return entries if isinstance(entries, Mapping) else {}
 
+    def live(self, me: str) -> frozenset[str]:
+        now = datetime.datetime.now(datetime.UTC)
+        return partition.live_members(self.replica_drift(), me=me, now=now, max_age=self.member_ttl)
+
     def remove(self) -> None:
         """Remove this replica's entry, so the others take over its devices at once."""
         self.api.patch_namespaced_custom_object_status(
@@ -189,6 +238,31 @@ class KubernetesSink:
             _content_type="application/merge-patch+json",
             _request_timeout=10,
         )
+
+
+class EndpointSliceMembers:
+    """The Pods behind the inference Service (its EndpointSlices): one list per refresh, no writes."""
+
+    needs_heartbeat = False
+
+    def __init__(self, api_client: k8s.ApiClient, *, namespace: str, service: str) -> None:
+        from kubernetes import client as k8s  # noqa: PLC0415 - see KubernetesSink
+
+        self.api = k8s.DiscoveryV1Api(api_client)
+        self.namespace = namespace
+        self.selector = f"kubernetes.io/service-name={service}"
+
+    def live(self, me: str) -> frozenset[str]:
+        # The raw JSON: a dict is all endpoint_members needs, without building the client's models.
+        response: Any = self.api.list_namespaced_endpoint_slice(
+            self.namespace, label_selector=self.selector, _preload_content=False, _request_timeout=10
+        )
+        body = json.loads(response.data)
+        items = body.get("items") if isinstance(body, Mapping) else None
+        return partition.endpoint_members(items if isinstance(items, list) else [], me=me)
+
+    def remove(self) -> None:
+        """Nothing to remove: a Pod being deleted is marked terminating in its EndpointSlice."""
 
 
 def api_client_from_environment() -> k8s.ApiClient:
@@ -232,12 +306,13 @@ class Reporter:
         metrics: metrics_.Metrics,
         upload_window: WindowUpload | None = None,
         heartbeat: float | None = None,
+        rmse_step: float | None = None,
         tick: Callable[[], None] | None = None,
         tick_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
-        self.policy = ReportPolicy(interval=interval, heartbeat=heartbeat)
+        self.policy = ReportPolicy(interval=interval, heartbeat=heartbeat, rmse_step=rmse_step)
         self.metrics = metrics
         self.upload_window = upload_window
         self.tick = tick

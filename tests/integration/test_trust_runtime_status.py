@@ -26,7 +26,7 @@ import yaml
 
 from edgemodel import api
 from edgemodel_dev.harness import binaries, processes
-from edgemodel_operator import render
+from edgemodel_operator import names, render
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 from edgemodel_runtime import reporting
@@ -327,6 +327,49 @@ def test_runtime_writes_its_own_entry(stack):
     assert set(sink.replica_drift()) == {"replica-a", "replica-b"}  # it may read the others
     sink.remove()  # on shutdown it removes its own entry
     assert set(stack.status()["replicaDrift"]) == {"replica-b"}
+
+
+def test_runtime_sees_its_peers_in_the_services_endpointslices_and_may_not_write_them(stack):
+    """Dynamic partitioning without heartbeats: the Pods behind the inference Service are the members."""
+    core = kubernetes.client.CoreV1Api(stack.admin)
+    service = names.inference(stack.name)
+    core.create_namespaced_service(
+        stack.namespace,
+        {
+            "metadata": {"name": service},
+            "spec": {"selector": {"app": stack.name}, "ports": [{"name": "http", "port": 8080}]},
+        },
+    )
+    members = reporting.EndpointSliceMembers(stack.runtime, namespace=stack.namespace, service=service)
+    processes.wait_until(
+        lambda: members.live("replica-a") == {"replica-a", "replica-b"},
+        timeout=60,
+        what="both runtime Pods in the Service's EndpointSlices, read with the runtime's token",
+    )
+    core.delete_namespaced_pod("replica-b", stack.namespace, grace_period_seconds=0)
+    processes.wait_until(
+        lambda: members.live("replica-a") == {"replica-a"},
+        timeout=60,
+        what="the deleted Pod gone from the members",
+    )
+    discovery = kubernetes.client.DiscoveryV1Api(stack.runtime)
+    slice_name = (
+        discovery.list_namespaced_endpoint_slice(
+            stack.namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        .items[0]
+        .metadata.name
+    )
+    for write in (
+        lambda: discovery.delete_namespaced_endpoint_slice(slice_name, stack.namespace),
+        lambda: discovery.patch_namespaced_endpoint_slice(
+            slice_name, stack.namespace, {"metadata": {"labels": {"x": "y"}}}
+        ),
+        lambda: discovery.read_namespaced_endpoint_slice(slice_name, stack.namespace),
+    ):
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            write()
+        assert refused.value.status == 403
 
 
 def test_first_report_creates_the_status(fresh_stack):

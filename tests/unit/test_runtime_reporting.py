@@ -79,3 +79,33 @@ def test_failed_reports_are_counted_and_retried():
         reporter.stop()
     assert testing.sample(m.registry, "edgemodel_status_reports_total", {"result": "failed"}) == 2
     assert sink.entries[-1].detected is True
+
+
+def _writes_per_minute(*, heartbeat: float | None, minutes: int = 10, rate: float = 10.0) -> float:
+    """Reports a replica sends for a steady stream (errors ~ N(0, 0.5), threshold 1.5), on a virtual clock."""
+    import numpy as np  # noqa: PLC0415
+
+    from edgemodel_runtime import drift  # noqa: PLC0415
+
+    rng = np.random.default_rng(7)
+    monitor = drift.DriftMonitor(threshold=1.5, window=100, detector="page_hinkley")
+    policy = reporting.ReportPolicy(interval=5.0, heartbeat=heartbeat, rmse_step=0.15)
+    sent = 0
+    for i in range(int(minutes * 60 * rate)):
+        now = i / rate
+        monitor.update(float(rng.normal(0.0, 0.5)))
+        state = reporting.DriftReport(
+            rmse=monitor.rmse, samples=monitor.samples, detected=monitor.detected, model_version="1"
+        )
+        if policy.due(state, now):
+            policy.sent(state, now)
+            sent += 1
+    return sent / minutes
+
+
+def test_a_steady_stream_writes_about_once_a_minute_without_heartbeats():
+    """Peers from EndpointSlices need no heartbeat: only moves of the figures and a keep-alive are written."""
+    with_heartbeats = _writes_per_minute(heartbeat=5.0)  # peers seen through their status reports
+    without = _writes_per_minute(heartbeat=None)  # peers from the Service's EndpointSlices
+    assert with_heartbeats >= 11.0
+    assert without <= 2.0

@@ -60,6 +60,7 @@ def runtime_config(em: EdgeModel, settings: Settings) -> contracts.RuntimeConfig
     s = em.spec
     return contracts.RuntimeConfig(
         edgemodel=em.key,
+        peer_service=names.inference(em.name),
         topics=list(s.sensors.topics),
         **feature_fields(em),
         device_field=s.sensors.device_field,
@@ -84,7 +85,7 @@ def runtime_config(em: EdgeModel, settings: Settings) -> contracts.RuntimeConfig
 
 
 def _access(em: EdgeModel) -> list[dict[str, Any]]:
-    """The runtime may read its EdgeModel and patch its status, and nothing else."""
+    """The runtime may read its EdgeModel, patch its status and list the namespace's EndpointSlices."""
     account = names.runtime_account(em.name)
     return [
         {
@@ -109,6 +110,10 @@ def _access(em: EdgeModel) -> list[dict[str, Any]]:
                     "resourceNames": [em.name],
                     "verbs": ["get", "patch"],
                 },
+                # The replicas sharing the devices (its Service's EndpointSlices). A list cannot be
+                # narrowed by name: it reads the namespace's EndpointSlices, which hold Pod names and
+                # addresses and no secret.
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
             ],
         },
         {
