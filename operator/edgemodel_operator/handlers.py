@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
 import logging
 import os
 from collections.abc import Callable
@@ -27,7 +28,7 @@ import kopf
 import prometheus_client
 
 from edgemodel import api
-from edgemodel_operator import kube, leader, metrics, names, observe, reconcile, runner
+from edgemodel_operator import kube, leader, metrics, names, observe, reconcile, runner, status
 from edgemodel_operator.settings import Settings
 
 __all__ = [
@@ -298,32 +299,6 @@ async def changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_:
     await _reconcile(_operator(memo).runner, namespace, name)
 
 
-def _report_fingerprint(obj: Any) -> tuple[Any, ...]:
-    """What of the replicas' reports a pass acts on: each one's drift state and eligibility.
-
-    The state is what the runtime itself reports at once when it changes (``detected``,
-    ``reason``, model version and error); eligibility is whether the window is full.
-    A new RMSE, sample count within the same side of the window, or report time is not in it.
-    """
-    drift = (obj.get("status") or {}).get("replicaDrift") or {}
-    window = ((obj.get("spec") or {}).get("drift") or {}).get("window") or 0
-    return tuple(
-        sorted(
-            (
-                pod,
-                e.get("detected"),
-                e.get("reason"),
-                e.get("modelVersion"),
-                e.get("modelError"),
-                (e.get("samples") or 0) >= 1,
-                (e.get("samples") or 0) >= window,
-            )
-            for pod, e in drift.items()
-            if isinstance(e, dict)
-        )
-    )
-
-
 def _essence(obj: Any) -> str:
     """What a pass reads of an EdgeModel, but the replicas' reports: a change here needs a pass."""
     meta = obj.get("metadata") or {}
@@ -364,7 +339,8 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
         return
     previous = op.versions.get(key)
     current = op.versions[key] = (obj.get("metadata") or {}).get("resourceVersion")
-    fingerprint, essence = _report_fingerprint(obj), _essence(obj)
+    now = datetime.datetime.now(datetime.UTC)
+    fingerprint, essence = status.report_fingerprint(obj, op.settings, now=now), _essence(obj)
     same_essence = memo.get("essence") == essence
     memo["essence"] = essence
     if kind == "ADDED" and "reports" not in memo:

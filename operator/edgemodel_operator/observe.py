@@ -180,7 +180,9 @@ def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
         bool(meta.get("deletionTimestamp")),
     )
     if kind == "Deployment":
-        available = next((c for c in status.get("conditions") or [] if c.get("type") == "Available"), {})
+        available: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Available"), {}
+        )
         return (*base, status.get("readyReplicas"), available.get("status"), available.get("message"))
     if kind == "StatefulSet":
         return (*base, status.get("readyReplicas"), status.get("availableReplicas"))

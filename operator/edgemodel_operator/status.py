@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import pydantic
 
 from edgemodel import api
 from edgemodel_operator import conditions, names, observe, policy, rollback, summary, trust
@@ -20,7 +23,17 @@ from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
-__all__ = ["STATUS_UNREADABLE", "Event", "JobRequest", "Observed", "Plan", "plan", "refused", "requeue_after"]
+__all__ = [
+    "STATUS_UNREADABLE",
+    "Event",
+    "JobRequest",
+    "Observed",
+    "Plan",
+    "plan",
+    "refused",
+    "report_fingerprint",
+    "requeue_after",
+]
 
 STATUS_UNREADABLE = "StatusUnreadable"
 """Reason of the Degraded condition, and of the Event, when the stored status does not parse."""
@@ -524,3 +537,84 @@ def _flips(old: Sequence[api.Condition], new: Sequence[api.Condition]) -> list[E
         if kind is not None:
             out.append(Event(kind[0], kind[1], cond.message or cond.reason))
     return out
+
+
+def report_fingerprint(
+    obj: Mapping[str, Any], settings: Settings, *, now: datetime.datetime
+) -> tuple[Any, ...]:
+    """What a pass would act on in the replicas' reports of an EdgeModel as the watch shows it.
+
+    Per report: whether it parses, its drift state (``detected``, reason, model version
+    and error), whether it has samples and a full window, whether its report time is too
+    far ahead, and whether it would roll the newest promotion back. A report that changes
+    none of these (a new RMSE, sample count or report time: the runtimes' cadence) changes
+    no plan but the displayed RMSE, so it needs no pass.
+
+    >>> s = Settings(identity="t")
+    >>> now = datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
+    >>> def em(rmse):
+    ...     entry = {"rmse": rmse, "samples": 120, "detected": False, "reportTime": "2026-11-30T00:00:00Z",
+    ...              "modelVersion": "2"}
+    ...     history = [{"version": "2", "outcome": "Promoted", "championRmse": 1.0, "previousVersion": "1",
+    ...                 "time": "2026-11-29T00:00:00Z"}]
+    ...     return {"spec": {"drift": {"window": 100}},
+    ...             "status": {"model": {"history": history}, "replicaDrift": {"p": entry}}}
+    >>> report_fingerprint(em(0.5), s, now=now) == report_fingerprint(em(0.6), s, now=now)
+    True
+    >>> report_fingerprint(em(0.5), s, now=now) == report_fingerprint(em(2.0), s, now=now)  # rollback due
+    False
+    """
+    status = obj.get("status") or {}
+    reports = status.get("replicaDrift") if isinstance(status, Mapping) else None
+    if not isinstance(reports, Mapping):
+        return ("unreadable",)
+    window = ((obj.get("spec") or {}).get("drift") or {}).get("window") or 0
+    latest: api.ModelHistoryEntry | None = None
+    try:
+        history = api.ModelStatus.model_validate(status.get("model") or {}).history
+        latest = history[-1] if history else None
+    except pydantic.ValidationError:
+        latest = None
+    policy_ = rollback.RollbackPolicy(
+        tolerance=settings.rollback_tolerance, min_samples=settings.rollback_min_samples
+    )
+    skew = datetime.timedelta(seconds=settings.report_skew_seconds)
+    out: list[tuple[Any, ...]] = []
+    for pod, raw in reports.items():
+        try:
+            entry = api.ReplicaDriftEntry.model_validate(raw)
+        except pydantic.ValidationError:
+            out.append((str(pod), False))
+            continue
+        if entry.report_time.tzinfo is None:
+            out.append((str(pod), False))
+            continue
+        worse = (
+            latest is not None
+            and latest.outcome == "Promoted"
+            and latest.previous_version is not None
+            and latest.champion_rmse is not None
+            and entry.model_version == latest.version
+            and entry.rmse is not None
+            and rollback.decide(
+                new_live_rmse=entry.rmse,
+                previous_rmse=latest.champion_rmse,
+                samples=entry.samples,
+                policy=policy_,
+            ).roll_back
+        )
+        out.append(
+            (
+                str(pod),
+                True,
+                entry.detected,
+                entry.reason,
+                entry.model_version,
+                entry.model_error,
+                entry.samples >= 1,
+                entry.samples >= window,
+                entry.report_time - now > skew,
+                worse,
+            )
+        )
+    return tuple(sorted(out))
