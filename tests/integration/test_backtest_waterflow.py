@@ -147,3 +147,36 @@ def test_backtest_on_waterflow_prints_writes_and_renders_consistent_figures(tmp_
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a blank page is a few KB
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1040, 980)
+
+
+def test_bad_input_is_one_clear_message_and_exit_code_2(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+):
+    from edgemodel_backtest import command  # noqa: PLC0415
+
+    history = tmp_path / "history.csv"
+    history.write_text("device,ts,flow\nbranch,1,2.0\n")  # no 'hour'
+    manifest = tmp_path / "waterflow.yaml"
+    shutil.copy(MANIFEST, manifest)
+    assert command.main(["-f", str(manifest), "--data", str(history)]) == 2
+    err = capsys.readouterr().err
+    assert "edgemodel backtest: error:" in err and "lacks the fields ['hour']" in err
+
+    doc = yaml.safe_load(MANIFEST.read_text())
+    doc["spec"]["drift"]["threshold"] = -1
+    manifest.write_text(yaml.safe_dump(doc))
+    write_history(history, waterflow_rows()[:100])
+    assert command.main(["-f", str(manifest), "--data", str(history)]) == 2
+    assert "spec.drift.threshold: Input should be greater than 0" in capsys.readouterr().err
+
+    doc["spec"]["drift"]["threshold"] = 1.0
+    doc["spec"]["model"]["bootstrapData"] = "https://example.com/history.csv"
+    manifest.write_text(yaml.safe_dump(doc))
+    assert command.main(["-f", str(manifest), "--data", str(history)]) == 2
+    assert "bootstrapData is a URL" in capsys.readouterr().err
+
+    del doc["spec"]["model"]["bootstrapData"]
+    manifest.write_text(yaml.safe_dump(doc))
+    write_history(history, waterflow_rows()[:40])  # too few to train version 1 on 24 lags
+    assert command.main(["-f", str(manifest), "--data", str(history)]) == 2
+    assert "version 1 could not be trained" in capsys.readouterr().err
