@@ -28,7 +28,7 @@ import kopf
 import prometheus_client
 
 from edgemodel import api
-from edgemodel_operator import kube, leader, metrics, names, observe, reconcile, runner, status
+from edgemodel_operator import kube, leader, memory, metrics, names, observe, reconcile, runner, status
 from edgemodel_operator.settings import Settings
 
 __all__ = [
@@ -307,8 +307,9 @@ def _essence(obj: Any) -> str:
         {
             "generation": meta.get("generation"),
             "labels": meta.get("labels") or {},
-            # The one annotation a pass reads; kopf's own (progress, last handled spec) are no news.
+            # The annotations a pass reads; kopf's own (progress, last handled spec) are no news.
             "retry": (meta.get("annotations") or {}).get(names.ANNOTATION_RETRY),
+            "memory": (meta.get("annotations") or {}).get(memory.ANNOTATION),
             "deletion": meta.get("deletionTimestamp"),
             "finalizers": meta.get("finalizers") or [],
             "spec": obj.get("spec") or {},

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from edgemodel import api
-from edgemodel_operator import kube, metrics, names, observe, render, status, summary, trust
+from edgemodel_operator import kube, memory, metrics, names, observe, render, status, summary, trust
 from edgemodel_operator.render import jobs
 from edgemodel_operator.resource import EdgeModel, InvalidSpecError
 from edgemodel_operator.settings import Settings
@@ -429,6 +429,10 @@ class Reconciler:
         refusal = self._refusal(em)
         if refusal is not None:
             return self._refuse(em, refusal, now=now)
+        # The policy plans from what the operator remembers (the annotation), not from what
+        # status says; status keeps a copy for people (issue 12, item 2).
+        stored = em.status
+        em = memory.recall(em)
 
         desired = render.desired(em, self.settings, generated_password=self._generated_password(em))
         created, updated, skipped = [], [], []
@@ -516,7 +520,7 @@ class Reconciler:
                 if self.metrics:
                     self.metrics.jobs_started.labels(req.kind).inc()
 
-        patch = _status_patch(em.status, plan.status, plan.gone_replicas)
+        patch = _status_patch(stored, plan.status, plan.gone_replicas)
         if plan.hold:
             # The stored status does not parse: write the condition that says so, nothing else.
             patch = {
@@ -527,6 +531,9 @@ class Reconciler:
         if self.metrics:
             for _pod, why in plan.ignored_reports:
                 self.metrics.drift_reports_ignored.labels(why).inc()
+        remembered = None if plan.hold else memory.patch(em, plan.status)
+        if remembered is not None:
+            rv = (self.kube.apply(remembered).get("metadata") or {}).get("resourceVersion")
         if patch is not None:
             rv = (self.kube.patch_status(namespace, name, patch).get("metadata") or {}).get("resourceVersion")
         self.passed(namespace, name, rv, plan.requeue_after)
