@@ -347,10 +347,17 @@ class Loop:
 
     # ------------------------------------------------------------------ the replay
 
-    def bootstrap(self, readings: Sequence[payloads.Reading], *, now: float) -> stream.Served:
-        """Version 1 from ``readings``, through the operator's bootstrap Job and the trainer's gate."""
+    def bootstrap(
+        self, readings: Sequence[payloads.Reading], *, now: float, verdict: training.Verdict | None = None
+    ) -> stream.Served:
+        """Version 1 from ``readings``, through the operator's bootstrap Job and the trainer's gate.
+
+        ``verdict`` is the bootstrap Job's training when the caller already ran it
+        (:func:`edgemodel_backtest.training.train_on` on the same readings, with no champion).
+        """
         self._pass_for_bootstrap(now)
-        verdict = training.train_on(readings, spec=self.spec, champion=None)
+        if verdict is None:
+            verdict = training.train_on(readings, spec=self.spec, champion=None)
         if verdict.outcome != "Promoted":
             raise BootstrapError(
                 f"version 1 could not be trained from {len(readings)} readings: {verdict.reason}"

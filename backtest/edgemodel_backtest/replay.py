@@ -92,6 +92,8 @@ class Task:
     spec: api.EdgeModelSpec
     name: str
     bootstrap: Sequence[payloads.Reading]
+    first: training.Verdict
+    """Version 1: the bootstrap Job's training on ``bootstrap``, done once for every system."""
     primer: Sequence[pipeline.Message]
     messages: Sequence[pipeline.Message]
     options: Options
@@ -100,8 +102,8 @@ class Task:
 def replay_one(task: Task) -> tuple[figures.Figures, float | None]:
     """Replay one system from version 1; the loop also returns version 1's holdout RMSE.
 
-    Each system trains version 1 itself, from the same readings with the same seed, so the
-    systems can be replayed in separate processes and still start from the same model.
+    Every system starts from the same version 1 (``task.first``), so the systems can be
+    replayed in separate processes.
     """
     start = task.messages[0][2]
     if task.kind == "loop":
@@ -109,16 +111,13 @@ def replay_one(task: Task) -> tuple[figures.Figures, float | None]:
             task.spec, name=task.name, settings=task.options.settings, timing=task.options.timing
         )
         the_loop.prime(task.primer)
-        first = the_loop.bootstrap(task.bootstrap, now=start)
+        first = the_loop.bootstrap(task.bootstrap, now=start, verdict=task.first)
         holdout = next(
             (e.holdout_rmse for e in the_loop.status.model.history if e.version == first.version), None
         )
         the_loop.run(task.messages)
         return the_loop.figures(), holdout
-    verdict = training.train_on(task.bootstrap, spec=task.spec, champion=None)
-    if verdict.model is None:
-        raise loop.BootstrapError(f"version 1 could not be trained: {verdict.reason}")
-    first = stream.Served("1", verdict.model)
+    first = stream.Served("1", task.first.model)
     o = task.options
     out = baselines.replay(
         task.kind, task.spec, task.messages, first=first, primer=task.primer, period=o.period, timing=o.timing
@@ -157,8 +156,14 @@ def run(
     if not scored:
         raise history.HistoryError("nothing is left to replay after the bootstrap readings")
     messages = stream.encode(scored)
+    first = training.train_on(bootstrap, spec=spec, champion=None)
+    if first.outcome != "Promoted":
+        raise loop.BootstrapError(
+            f"version 1 could not be trained from {len(bootstrap)} readings: {first.reason}"
+        )
     tasks = [
-        Task(kind, spec, name, bootstrap, primer, messages, options) for kind in ("loop", *options.baselines)
+        Task(kind, spec, name, bootstrap, first, primer, messages, options)
+        for kind in ("loop", *options.baselines)
     ]
     done = list(mapper(replay_one, tasks))
     return Result(
