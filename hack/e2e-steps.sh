@@ -4,8 +4,9 @@
 #   mlflow     kubectl apply examples/mlflow.yaml, wait for the tracking server
 #   install    helm install the chart with the given image
 #   edgemodel  kubectl apply examples/edgemodel.yaml, wait for the broker and inference
-#   simulator  start examples/simulator.yaml (abrupt drift at DRIFT_AT seconds)
-#   heal       wait: Ready with a model -> Drifted -> Retraining -> Ready with a newer model
+#   simulator  start examples/simulator.yaml, without drift for now
+#   heal       wait until a first model serves, then restart the simulator with an abrupt
+#              drift, and wait: Drifted -> Retraining -> Ready with a newer model
 #   all        the five above, in order
 #
 # hack/kind-e2e.sh runs them on a kind cluster; tests/e2e runs the very same script on the
@@ -22,7 +23,6 @@
 #   BROKER_IMAGE               the managed Mosquitto image                (the chart's default)
 #   MLFLOW_IMAGE               MLflow's image instead of examples/mlflow.yaml's own
 #   NAMESPACE                  namespace of the operator release          (edgemodel-system)
-#   DRIFT_AT                   seconds of stationary data before the shift (120)
 #   TIMEOUT                    seconds for the heal after the simulator starts (1200)
 #   HELM_EXTRA_ARGS            more `helm install` arguments, split on spaces
 set -euo pipefail
@@ -33,7 +33,6 @@ HELM="${HELM:-helm}"
 IMAGE="${IMAGE:-edgemodel:dev}"
 IMAGE_PULL_POLICY="${IMAGE_PULL_POLICY:-IfNotPresent}"
 NAMESPACE="${NAMESPACE:-edgemodel-system}"
-DRIFT_AT="${DRIFT_AT:-120}"
 TIMEOUT="${TIMEOUT:-1200}"
 EM_NAME="line1-temperature"
 EM_NAMESPACE="default"
@@ -110,16 +109,24 @@ step_edgemodel() {
     k -n "${EM_NAMESPACE}" get "statefulset/${EM_NAME}-inference"
 }
 
-step_simulator() {
-  # examples/simulator.yaml with this run's image and drift time: edgemodel-simulator runs in
-  # the cluster next to the managed broker, with the broker credentials the operator
-  # generated, and shifts the plant's temperature by a step DRIFT_AT seconds in.
-  log "Starting the simulator (abrupt drift at ${DRIFT_AT}s)"
+# examples/simulator.yaml with this run's image: edgemodel-simulator runs in the cluster next
+# to the managed broker, with the broker credentials the operator generated. $1 is the drift:
+# "none", or "now" for an abrupt shift of the plant's temperature from its first reading on.
+start_simulator() {
+  local drift=(-e "s|--drift=abrupt|--drift=none|")
+  [[ "$1" == now ]] && drift=(-e "s|--drift-at=120|--drift-at=0|")
   k -n "${EM_NAMESPACE}" delete pod edgemodel-simulator --ignore-not-found --wait=true
   sed -e "s|image: edgemodel:dev|image: ${IMAGE}|" \
       -e "s|imagePullPolicy: IfNotPresent|imagePullPolicy: ${IMAGE_PULL_POLICY}|" \
-      -e "s|--drift-at=120|--drift-at=${DRIFT_AT}|" \
+      "${drift[@]}" \
     "${ROOT}/examples/simulator.yaml" | k -n "${EM_NAMESPACE}" apply -f -
+}
+
+step_simulator() {
+  # Without drift: the first model is trained on the plant as it was. The drift comes only
+  # once that model serves (step_heal), however long the first training took.
+  log "Starting the simulator (no drift until a first model serves)"
+  start_simulator none
 }
 
 ready_with_model() { local r _d _t v; read -r r _d _t v <<<"$(em_state)"; [[ "${r}" == True && -n "${v}" ]]; }
@@ -142,7 +149,8 @@ step_heal() {
   local deadline=$(( SECONDS + TIMEOUT )) new_version
   wait_for "a first model serving (Ready=True)" "${deadline}" ready_with_model
   read -r _ _ _ FIRST_VERSION <<<"$(em_state)"
-  log "Model version ${FIRST_VERSION} serves; waiting for the drift"
+  log "Model version ${FIRST_VERSION} serves; restarting the simulator with an abrupt drift"
+  start_simulator now
   wait_for "Drifted=True" "${deadline}" drifted_or_newer
   wait_for "Ready=True with a new model version" "${deadline}" recovered
   read -r _ _ _ new_version <<<"$(em_state)"

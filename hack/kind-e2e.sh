@@ -16,7 +16,6 @@
 #   IMAGE             image to build and load                 (edgemodel:e2e)
 #   KIND_NODE_IMAGE   kindest/node image, pinned by CI        (kind's default)
 #   NAMESPACE         namespace of the operator release       (edgemodel-system)
-#   DRIFT_AT          seconds of stationary data before the abrupt shift  (120)
 #   TIMEOUT           seconds for the whole loop after the simulator starts (1200)
 #   KEEP_CLUSTER=1    leave the cluster for inspection
 #   REUSE_CLUSTER=1   use an existing cluster of that name instead of creating one
@@ -26,7 +25,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER_NAME="${CLUSTER_NAME:-edgemodel-e2e}"
 IMAGE="${IMAGE:-edgemodel:e2e}"
 NAMESPACE="${NAMESPACE:-edgemodel-system}"
-DRIFT_AT="${DRIFT_AT:-120}"
 TIMEOUT="${TIMEOUT:-1200}"
 CONTEXT="kind-${CLUSTER_NAME}"
 
@@ -66,5 +64,5 @@ kind load docker-image "${IMAGE}" --name "${CLUSTER_NAME}"
 # hack/e2e-steps.sh is also what tests/e2e runs on the harness's real node: MLflow, the
 # chart, the EdgeModel, the simulator, and the wait for the heal.
 KUBE_CONTEXT="${CONTEXT}" IMAGE="${IMAGE}" IMAGE_PULL_POLICY=IfNotPresent NAMESPACE="${NAMESPACE}" \
-  DRIFT_AT="${DRIFT_AT}" TIMEOUT="${TIMEOUT}" \
+  TIMEOUT="${TIMEOUT}" \
   bash "${ROOT}/hack/e2e-steps.sh" mlflow install edgemodel simulator heal

@@ -37,7 +37,6 @@ EM = "line1-temperature"
 NS = "default"
 OPERATOR_NS = "edgemodel-system"
 OPERATOR_PODS = "app.kubernetes.io/component=operator"
-DRIFT_AT = 75  # seconds of stationary data before the shift: enough to bootstrap version 1
 REPORT: dict[str, Any] = {}
 
 
@@ -100,7 +99,7 @@ def loop(real_cluster: node.RealCluster, steps: Steps) -> Iterator[dict[str, Any
     t_install = time.time()
     steps.run("install")
     steps.run("edgemodel")
-    steps.run("simulator", env={"DRIFT_AT": str(DRIFT_AT)})
+    steps.run("simulator")
     processes.wait_until(
         lambda: (
             _condition(_edgemodel(real_cluster), "Ready") == "True" and _version(_edgemodel(real_cluster))
