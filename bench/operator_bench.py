@@ -52,6 +52,8 @@ LEASE_SECONDS = int(os.environ.get("BENCH_OPERATOR_LEASE_SECONDS", "60"))
 """The operator's leader Lease duration. At the default 15 s, a burst of 100 creates made the
 operator miss its renewals (they share the thread pool with the reconciles), lose the Lease,
 and drop the requests that came meanwhile; see BENCHMARKS.md. 60 s keeps it leading."""
+STALE_REPORT_SECONDS = 1800
+"""Longer than any rollout here, so the Reporter's single report never goes stale before Ready."""
 SERVICE_CIDR = "10.0.0.0/16"
 """Service range of the benchmark's control planes (the harness' default, a /24, fits 254 Services)."""
 MLFLOW_URI = "http://127.0.0.1:9"  # never called: the operator renders it into the Pods' config only
@@ -578,6 +580,10 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
                 "EDGEMODEL_RESYNC_SECONDS": "60",  # the default: the live phases span a resync tick
                 "EDGEMODEL_MLFLOW_TRACKING_URI": MLFLOW_URI,
                 "EDGEMODEL_LEASE_DURATION_SECONDS": str(LEASE_SECONDS),
+                # The Reporter stands in for each runtime with one report; a real runtime sends a
+                # heartbeat. On a loaded machine a rollout of 500 outlasted the 300 s default, and
+                # a report went stale before the operator got to it.
+                "EDGEMODEL_STALE_REPORT_SECONDS": str(STALE_REPORT_SECONDS),
             },
         ).start()
         pid = _op_pid(op)
