@@ -455,6 +455,11 @@ class BrokerSpec(_Model):
                     "tls may only be set together with host",
                     field_path=".tls",
                 ),
+                cel(
+                    "!has(self.persistence) || !has(self.host)",
+                    "persistence is for the managed broker: it may not be set together with host",
+                    field_path=".persistence",
+                ),
             ]
         }
     )
@@ -476,6 +481,13 @@ class BrokerSpec(_Model):
         ),
     ] = None
     tls: Annotated[bool | None, Field(description="Connect to the external broker with TLS.")] = None
+    persistence: Annotated[
+        BrokerPersistence | None,
+        Field(
+            description="Keep the managed broker's sessions and queued messages on a "
+            "PersistentVolumeClaim. Unset: an emptyDir, lost when the Pod goes."
+        ),
+    ] = None
 
     @pydantic.model_validator(mode="after")
     def _host_first(self) -> BrokerSpec:
@@ -483,6 +495,8 @@ class BrokerSpec(_Model):
             raise ValueError("port may only be set together with host")
         if self.tls is not None and self.host is None:
             raise ValueError("tls may only be set together with host")
+        if self.persistence is not None and self.host is not None:
+            raise ValueError("persistence is for the managed broker: it may not be set together with host")
         return self
 
     @property
@@ -503,6 +517,29 @@ class Toleration(_Model):
 
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 Quantity = Annotated[str, Field(pattern=QUANTITY_RE, max_length=32)]
+
+
+class BrokerPersistence(_Model):
+    """A PersistentVolumeClaim for the managed broker's data (sessions, queued messages)."""
+
+    size: Annotated[
+        str,
+        Field(
+            pattern=QUANTITY_RE,
+            max_length=32,
+            description="Requested storage, e.g. '1Gi'. A claim can grow only if its StorageClass "
+            "allows expansion, and never shrink.",
+        ),
+    ] = "1Gi"
+    storage_class_name: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=253,
+            description="StorageClass of the claim; unset: the cluster's default. Fixed once the "
+            "claim exists.",
+        ),
+    ] = None
 
 
 class ResourceList(_Model):

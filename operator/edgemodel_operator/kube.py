@@ -34,6 +34,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "ConfigMap": Kind("/api/v1", "configmaps"),
     "Secret": Kind("/api/v1", "secrets"),
+    "PersistentVolumeClaim": Kind("/api/v1", "persistentvolumeclaims"),
     "Service": Kind("/api/v1", "services"),
     "ServiceAccount": Kind("/api/v1", "serviceaccounts"),
     "Pod": Kind("/api/v1", "pods"),

@@ -13,6 +13,7 @@ __all__ = [
     "MANAGED_BY",
     "broker",
     "broker_credentials",
+    "broker_data",
     "inference",
     "job",
     "labels",
@@ -53,6 +54,10 @@ def broker_credentials(edgemodel: str) -> str:
 
 def broker_config(edgemodel: str) -> str:
     return _fit(f"{edgemodel}-broker-config", 253)
+
+
+def broker_data(edgemodel: str) -> str:
+    return _fit(f"{edgemodel}-broker-data", 253)
 
 
 def inference(edgemodel: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from edgemodel import api
 from edgemodel_operator import kube, memory, metrics, names, observe, render, status, summary, trust
-from edgemodel_operator.render import jobs
+from edgemodel_operator.render import broker, jobs
 from edgemodel_operator.resource import EdgeModel, InvalidSpecError
 from edgemodel_operator.settings import Settings
 
@@ -43,6 +43,7 @@ PRUNABLE = (
     "Service",
     "ConfigMap",
     "Secret",
+    "PersistentVolumeClaim",
     "HorizontalPodAutoscaler",
     "CronJob",
     "RoleBinding",
@@ -120,7 +121,6 @@ class Reconciler:
         self._seen: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._seen_lock = threading.Lock()  # passes (worker threads) and absorb (event loop) write it
         self._applied_at: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
-        self._passwords: dict[tuple[str, str], tuple[str, str]] = {}
         # For skipping applies: what the last apply of each child left, what the watch last
         # showed of it (small records, no bodies), and when a pass last applied everything.
         self._applied: dict[tuple[str, str], dict[tuple[str, str], observe.Applied]] = {}
@@ -129,27 +129,34 @@ class Reconciler:
 
     # ------------------------------------------------------------------ helpers
 
-    def _generated_password(self, em: EdgeModel) -> str | None:
-        """The managed broker's password: read from its Secret once, then kept in memory.
+    def _broker_credentials(self, em: EdgeModel) -> tuple[dict[str, str] | None, str]:
+        """The managed broker's generated credentials, and the version of the credentials Secret.
 
-        Every pass applies the Secret with this password, so reading it back each pass
-        would only cost a request; a replica that takes over reads it once itself.
+        Read every pass (the Secret is not watched), so a password someone rotated there is
+        what the pass applies back, never a remembered one (issue 12, item 6). A missing
+        Secret, or one without every key, is applied here first, so the Pod templates carry
+        the version the API server holds from the start. The version (``<uid>/<resourceVersion>``)
+        rolls the broker and the runtime when the Secret changes; empty without a Secret.
         """
-        if not em.spec.broker.managed or em.spec.broker.credentials_secret is not None:
-            return None
-        key = (em.namespace, em.name)
-        known = self._passwords.get(key)
-        if known is not None and known[0] == em.uid:
-            return known[1]
-        password = None
-        existing = self.kube.get("Secret", em.namespace, names.broker_credentials(em.name))
-        if existing is not None:
-            encoded = (existing.get("data") or {}).get("password")
-            if encoded:
-                password = base64.b64decode(encoded).decode()
-        password = password or secrets.token_urlsafe(24)
-        self._passwords[key] = (em.uid, password)
-        return password
+        ref = em.spec.broker.credentials_secret
+        if ref is None and not em.spec.broker.managed:
+            return None, ""
+        secret = self.kube.get(
+            "Secret", em.namespace, ref.name if ref is not None else names.broker_credentials(em.name)
+        )
+        data: dict[str, str] | None = None
+        if ref is None:
+            live = {
+                k: base64.b64decode(v).decode(errors="surrogateescape")
+                for k, v in ((secret or {}).get("data") or {}).items()
+            }
+            fresh = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+            data = broker.managed_credentials(live, fresh=fresh)
+            if secret is None or any(live.get(k) != v for k, v in data.items()):
+                rv = None if secret is None else (secret.get("metadata") or {}).get("resourceVersion")
+                secret = self.kube.apply(broker.secret(em, data, rv))
+        meta = (secret or {}).get("metadata") or {}
+        return data, f"{meta.get('uid')}/{meta.get('resourceVersion')}" if secret is not None else ""
 
     def _change(
         self, obj: Mapping[str, Any], started: str, previous: str | None, applied: dict[tuple[str, str], str]
@@ -241,6 +248,9 @@ class Reconciler:
         if kind == "Secret":
             secret = self.kube.get("Secret", em.namespace, names.broker_credentials(em.name))
             return [secret] if secret is not None else []
+        if kind == "PersistentVolumeClaim":  # the broker's only, read by name like the Secret
+            claim = self.kube.get(kind, em.namespace, names.broker_data(em.name))
+            return [claim] if claim is not None else []
         return self.kube.list(kind, em.namespace, {names.LABEL_EDGEMODEL: em.name})
 
     def _prune(
@@ -357,7 +367,6 @@ class Reconciler:
         key = (namespace, name)
         self._seen.pop(key, None)
         self._dirty.discard(key)
-        self._passwords.pop(key, None)
         self._pruned_generation.pop(key, None)
         self._policies_removed.pop(key, None)
         self._applied_at.pop(key, None)
@@ -374,7 +383,6 @@ class Reconciler:
         return {
             *self._seen,
             *self._dirty,
-            *self._passwords,
             *self._pruned_generation,
             *self._policies_removed,
             *self._applied_at,
@@ -434,7 +442,14 @@ class Reconciler:
         stored = em.status
         em = memory.recall(em)
 
-        desired = render.desired(em, self.settings, generated_password=self._generated_password(em))
+        credentials, credentials_version = self._broker_credentials(em)
+        desired = render.desired(
+            em,
+            self.settings,
+            generated_password=None,
+            credentials=credentials,
+            credentials_version=credentials_version,
+        )
         created, updated, skipped = [], [], []
         workloads: dict[tuple[str, str], observe.Workload | None] = {}
         last_applied = self._applied_at.get(key, {})

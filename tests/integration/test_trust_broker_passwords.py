@@ -28,6 +28,8 @@ pytestmark = pytest.mark.mqtt
 
 USERNAME = "edgemodel"
 PASSWORD = "Pw-" + uuid.uuid4().hex  # unique, so any occurrence in a trace is this one
+DEVICE_USERNAME = "device"
+DEVICE_PASSWORD = "Dev-" + uuid.uuid4().hex
 SHELLS = [
     pytest.param(["busybox", "sh"], id="busybox-sh"),
     pytest.param(["sh"], id="system-sh"),
@@ -45,14 +47,25 @@ def _init_script() -> str:
     command = init["command"]
     assert command[:2] == ["sh", "-c"]
     env = {e["name"] for e in init["env"]}
-    assert env == {"MQTT_USERNAME", "MQTT_PASSWORD"}
+    assert env == {"MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_DEVICE_USERNAME", "MQTT_DEVICE_PASSWORD"}
     assert all("value" not in e for e in init["env"]), "credentials come from the Secret, not the spec"
     # Its root file system is read-only: mosquitto_passwd -U needs a writable /tmp (tmpfile()),
     # as the strace of its file calls shows; the auth emptyDir is where the file goes.
     mounts = {m["mountPath"] for m in init["volumeMounts"]}
-    assert mounts == {"/mosquitto/auth", "/tmp"}
+    assert mounts == {"/mosquitto/auth", "/tmp", broker.CONFIG_DIR}
     assert init["securityContext"]["readOnlyRootFilesystem"] is True
     return str(command[2])
+
+
+def _moved(script: str, tmp_path: pathlib.Path) -> tuple[str, pathlib.Path]:
+    """The script with its files in ``tmp_path``; the password file's path."""
+    config = tmp_path / "config"
+    config.mkdir()
+    for key in (broker.RUNTIME_ACL_KEY, broker.DEVICE_ACL_KEY):
+        (config / key).write_text("topic read plant/+/telemetry\n")
+    passwd = tmp_path / "passwd"
+    script = script.replace(broker.AUTH_FILE, str(passwd)).replace(broker.ACL_FILE, str(tmp_path / "acl"))
+    return script.replace(broker.CONFIG_DIR, str(config)), passwd
 
 
 def _run_traced(
@@ -91,20 +104,28 @@ def _connects(port: int, username: str, password: str) -> bool:
 def test_the_init_container_keeps_the_password_out_of_every_argv_and_the_broker_accepts_it(
     shell: list[str], tmp_path: pathlib.Path
 ):
-    passwd = tmp_path / "passwd"
-    script = _init_script().replace(broker.AUTH_FILE, str(passwd))
+    script, passwd = _moved(_init_script(), tmp_path)
     trace = tmp_path / "execve.trace"
-    done = _run_traced(shell, script, trace, MQTT_USERNAME=USERNAME, MQTT_PASSWORD=PASSWORD)
+    done = _run_traced(
+        shell,
+        script,
+        trace,
+        MQTT_USERNAME=USERNAME,
+        MQTT_PASSWORD=PASSWORD,
+        MQTT_DEVICE_USERNAME=DEVICE_USERNAME,
+        MQTT_DEVICE_PASSWORD=DEVICE_PASSWORD,
+    )
     assert done.returncode == 0, done.stderr
 
     calls = [line for line in trace.read_text().splitlines() if "execve(" in line]
     # It did exec mosquitto_passwd, so the trace saw the processes the script starts.
     assert any("mosquitto_passwd" in line and '"-U"' in line for line in calls), calls
     argvs = [line.split("execve(", 1)[1].split("], ", 1)[0] for line in calls]
-    assert not [a for a in argvs if PASSWORD in a], "a password in an argv"
-    # The file holds the PBKDF2-SHA512 hash, never the password, and only its owner reads it.
+    assert not [a for a in argvs if PASSWORD in a or DEVICE_PASSWORD in a], "a password in an argv"
+    # The file holds the PBKDF2-SHA512 hashes, never a password, and only its owner reads it.
     content = passwd.read_text()
-    assert content.startswith(f"{USERNAME}:$7$") and PASSWORD not in content
+    assert content.startswith(f"{USERNAME}:$7$") and f"\n{DEVICE_USERNAME}:$7$" in content
+    assert PASSWORD not in content and DEVICE_PASSWORD not in content
     assert passwd.stat().st_mode & 0o777 == 0o600
 
     # The real broker, with that very file as its password file.
@@ -113,7 +134,9 @@ def test_the_init_container_keeps_the_password_out_of_every_argv_and_the_broker_
         shutil.copyfile(passwd, broker_.workdir / "passwd")
         broker_.restart()
         assert _connects(broker_.port, USERNAME, PASSWORD)
+        assert _connects(broker_.port, DEVICE_USERNAME, DEVICE_PASSWORD)
         assert not _connects(broker_.port, USERNAME, PASSWORD + "x")
+        assert not _connects(broker_.port, DEVICE_USERNAME, PASSWORD)
         assert not _connects(broker_.port, "someone-else", "unused")
     finally:
         broker_.stop()
@@ -127,8 +150,29 @@ def test_the_init_container_keeps_the_password_out_of_every_argv_and_the_broker_
 def test_credentials_that_would_forge_a_password_file_line_are_refused(
     username, password, tmp_path: pathlib.Path
 ):
-    passwd = tmp_path / "passwd"
-    script = _init_script().replace(broker.AUTH_FILE, str(passwd))
+    script, passwd = _moved(_init_script(), tmp_path)
     done = _run_traced(["sh"], script, tmp_path / "trace", MQTT_USERNAME=username, MQTT_PASSWORD=password)
+    assert done.returncode != 0
+    assert not passwd.exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "password"),
+    [("dev:admin", "pw"), ("device", "pw\nadmin:pw"), (USERNAME, "pw"), ("device", "")],
+    ids=["colon-in-username", "line-break-adds-a-user", "same-as-the-runtime", "empty-password"],
+)
+def test_devices_credentials_that_would_forge_a_line_or_merge_the_users_are_refused(
+    device, password, tmp_path: pathlib.Path
+):
+    script, passwd = _moved(_init_script(), tmp_path)
+    done = _run_traced(
+        ["sh"],
+        script,
+        tmp_path / "trace",
+        MQTT_USERNAME=USERNAME,
+        MQTT_PASSWORD=PASSWORD,
+        MQTT_DEVICE_USERNAME=device,
+        MQTT_DEVICE_PASSWORD=password,
+    )
     assert done.returncode != 0
     assert not passwd.exists()

@@ -47,6 +47,7 @@ class Mosquitto:
         self.tls_port: int | None = processes.free_port() if tls else None
         self.ca_file: pathlib.Path | None = None
         self._process: processes.ManagedProcess | None = None
+        self._config_given = False
 
     def _write_config(self) -> pathlib.Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -96,8 +97,17 @@ class Mosquitto:
         )
         return conf
 
+    def start_with(self, config: str) -> Mosquitto:
+        """Start with ``config`` as the whole ``mosquitto.conf`` (e.g. the operator's, its paths
+        and listener moved by the caller to :attr:`workdir` and ``127.0.0.1:``:attr:`port`)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "mosquitto.conf").write_text(config)
+        self._config_given = True
+        return self.start()
+
     def start(self) -> Mosquitto:
-        conf = self._write_config() if self._process is None else self.workdir / "mosquitto.conf"
+        given = self._process is not None or self._config_given
+        conf = self.workdir / "mosquitto.conf" if given else self._write_config()
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self._process = processes.ManagedProcess(
             "mosquitto", [binary, "-c", str(conf)], log_path=self.workdir / "mosquitto.log"

@@ -6,6 +6,7 @@ demand by :mod:`edgemodel_operator.render.jobs`, when the retraining policy says
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from edgemodel_operator.render import autoscaler, broker, inference, jobs, networkpolicy
@@ -15,13 +16,28 @@ from edgemodel_operator.settings import Settings
 __all__ = ["desired"]
 
 
-def desired(em: EdgeModel, settings: Settings, *, generated_password: str | None) -> list[dict[str, Any]]:
+def desired(
+    em: EdgeModel,
+    settings: Settings,
+    *,
+    generated_password: str | None,
+    credentials: Mapping[str, str] | None = None,
+    credentials_version: str = "",
+) -> list[dict[str, Any]]:
     """Every long-lived child, in the order it should be applied: the NetworkPolicies first, so no
-    Pod they guard runs unguarded."""
+    Pod they guard runs unguarded. The credentials are the managed broker's
+    (:func:`edgemodel_operator.render.broker.objects`); their version rolls the broker and runtime
+    Pods when the credentials Secret changes."""
     return [
         *networkpolicy.objects(em, settings),
-        *broker.objects(em, settings, generated_password=generated_password),
-        *inference.objects(em, settings),
+        *broker.objects(
+            em,
+            settings,
+            generated_password=generated_password,
+            credentials=credentials,
+            credentials_version=credentials_version,
+        ),
+        *inference.objects(em, settings, credentials_version=credentials_version),
         *autoscaler.objects(em),
         *jobs.schedule(em, settings),
     ]

@@ -40,7 +40,7 @@ def tracking_uri(em: EdgeModel, settings: Settings) -> str | None:
 
 
 def output_topic(em: EdgeModel) -> str:
-    return em.spec.sensors.output_topic or f"edgemodel/{em.namespace}/{em.name}/predictions/{{device}}"
+    return broker.predictions_topic(em)  # the managed broker's ACL grants this topic
 
 
 def feature_fields(em: EdgeModel) -> dict[str, Any]:
@@ -136,7 +136,9 @@ def credential_env(em: EdgeModel) -> list[dict[str, Any]]:
     ]
 
 
-def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
+def objects(em: EdgeModel, settings: Settings, *, credentials_version: str = "") -> list[dict[str, Any]]:
+    """``credentials_version``: the broker credentials Secret's version; a change rolls the Pods,
+    which read the credentials at start."""
     config = runtime_config(em, settings)
     config_json = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
     name = names.inference(em.name)
@@ -164,7 +166,10 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
                     "labels": names.labels(em.name, COMPONENT),
                     "annotations": {
                         names.ANNOTATION_CONFIG_HASH: common.content_hash(
-                            config_json, credential_env(em), tracking.env(em)
+                            config_json,
+                            credential_env(em),
+                            tracking.env(em),
+                            *([credentials_version] if credentials_version else []),
                         ),
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(HTTP_PORT),
