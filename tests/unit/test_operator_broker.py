@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import doctest
 
 import pydantic
 import pytest
@@ -199,3 +200,7 @@ def test_persistence_renders_a_claim_and_mounts_it_and_the_default_stays_empty_d
 def test_bad_persistence_is_refused(broker_spec):
     with pytest.raises(pydantic.ValidationError):
         api.BrokerSpec.model_validate(broker_spec)
+
+
+def test_doctests():
+    assert doctest.testmod(broker).failed == 0
