@@ -69,19 +69,42 @@ class Probe:
 
 @contextmanager
 def connected(
-    host: str, port: int, *, username: str, password: str, device: str, topic: str, predictions: str
+    host: str,
+    port: int,
+    *,
+    username: str,
+    password: str,
+    device: str,
+    topic: str,
+    predictions: str,
+    reader: tuple[str, str] | None = None,
 ) -> Iterator[Probe]:
-    client = mqtt.client(f"e2e-probe-{device}-{time.monotonic_ns()}", username=username, password=password)
+    """Publish with ``username``; read the predictions with ``reader``'s credentials when given.
+
+    The managed broker's ACL lets the devices' user publish readings only, and the runtime's
+    user read predictions: the probe then is two clients, one per user.
+    """
+    stamp = time.monotonic_ns()
+    client = mqtt.client(f"e2e-probe-{device}-{stamp}", username=username, password=password)
+    listener = (
+        client
+        if reader is None
+        else mqtt.client(f"e2e-probe-reader-{device}-{stamp}", username=reader[0], password=reader[1])
+    )
     probe = Probe(client, device=device, topic=topic, predictions=predictions)
+    listener.on_message = probe._on_message
     ready = threading.Event()
-    client.on_connect = lambda *_: client.subscribe(predictions, qos=1)
-    client.on_subscribe = lambda *_: ready.set()  # predictions are seen from the first reading on
-    client.connect(host, port, keepalive=30)
-    client.loop_start()
+    listener.on_connect = lambda *_: listener.subscribe(predictions, qos=1)
+    listener.on_subscribe = lambda *_: ready.set()  # predictions are seen from the first reading on
+    clients = [client] if listener is client else [listener, client]
+    for c in clients:
+        c.connect(host, port, keepalive=30)
+        c.loop_start()
     try:
         if not ready.wait(30):
             raise TimeoutError(f"the probe could not connect to {host}:{port}")
         yield probe
     finally:
-        client.disconnect()
-        client.loop_stop()
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()

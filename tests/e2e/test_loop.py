@@ -166,22 +166,25 @@ def test_pods_resolve_service_names_and_nothing_outside_the_cluster(
     assert outside.returncode != 0, "a name outside the cluster resolved: CoreDNS must not forward"
 
 
-def _broker_access(cluster: node.RealCluster) -> tuple[str, int, str, str]:
+def _broker_access(cluster: node.RealCluster, user: str = "") -> tuple[str, int, str, str]:
+    """Address and credentials of the managed broker: the runtime's user, or with ``user="device-"``
+    the devices' (the broker's ACL lets only the devices' user publish readings)."""
     core = _core(cluster)
     service = core.read_namespaced_service(f"{EM}-broker", NS)
     secret = core.read_namespaced_secret(f"{EM}-broker-credentials", NS).data
     return (
         service.spec.cluster_ip,
         1883,
-        base64.b64decode(secret["username"]).decode(),
-        base64.b64decode(secret["password"]).decode(),
+        base64.b64decode(secret[f"{user}username"]).decode(),
+        base64.b64decode(secret[f"{user}password"]).decode(),
     )
 
 
 def test_a_runtime_pod_killed_mid_stream_is_replaced_and_no_acknowledged_reading_is_lost(
     real_cluster: node.RealCluster, loop: dict[str, Any]
 ) -> None:
-    host, port, username, password = _broker_access(real_cluster)
+    host, port, username, password = _broker_access(real_cluster, "device-")
+    reader = _broker_access(real_cluster)[2:]
     lags = int(_edgemodel(real_cluster)["spec"]["sensors"].get("lags", 0))
     device = "e2e-probe"
     topic = f"plant/line1/{device}/telemetry"
@@ -189,7 +192,14 @@ def test_a_runtime_pod_killed_mid_stream_is_replaced_and_no_acknowledged_reading
     victims = {p.metadata.uid: p.metadata.name for p in _runtime_pods(real_cluster) if _ready(p)}
     assert victims
     with probe.connected(
-        host, port, username=username, password=password, device=device, topic=topic, predictions=predictions
+        host,
+        port,
+        username=username,
+        password=password,
+        device=device,
+        topic=topic,
+        predictions=predictions,
+        reader=reader,
     ) as p:
         total, kill_at = 600, 150
         for i in range(total):
@@ -282,7 +292,7 @@ def test_the_hpa_scales_inference_up_on_real_cpu_and_back_down(
         return int(status.desired_replicas or 0)
 
     processes.wait_until(lambda: desired() == 1, timeout=120, what="the HPA at one replica before the load")
-    host, port, username, password = _broker_access(real_cluster)
+    host, port, username, password = _broker_access(real_cluster, "device-")
     stop = threading.Event()
 
     def load() -> None:  # about 2,000 readings/s over 40 devices, at QoS 0, for at most 4 minutes
