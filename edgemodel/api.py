@@ -460,6 +460,12 @@ class BrokerSpec(_Model):
                     "persistence is for the managed broker: it may not be set together with host",
                     field_path=".persistence",
                 ),
+                cel(
+                    "!has(self.tlsSecretRef) || !has(self.host)",
+                    "tlsSecretRef is for the managed broker: it may not be set together with host "
+                    "(use tls for an external broker)",
+                    field_path=".tlsSecretRef",
+                ),
             ]
         }
     )
@@ -481,6 +487,15 @@ class BrokerSpec(_Model):
         ),
     ] = None
     tls: Annotated[bool | None, Field(description="Connect to the external broker with TLS.")] = None
+    tls_secret_ref: Annotated[
+        SecretKeyRef | None,
+        Field(
+            description="A kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt), labelled "
+            "edgeml.dev/use=broker, for the managed broker: it then listens with TLS on 8883 only, "
+            "and the runtime connects with TLS, trusting ca.crt. The certificate must name "
+            "<name>-broker.<namespace>.svc."
+        ),
+    ] = None
     persistence: Annotated[
         BrokerPersistence | None,
         Field(
@@ -497,6 +512,11 @@ class BrokerSpec(_Model):
             raise ValueError("tls may only be set together with host")
         if self.persistence is not None and self.host is not None:
             raise ValueError("persistence is for the managed broker: it may not be set together with host")
+        if self.tls_secret_ref is not None and self.host is not None:
+            raise ValueError(
+                "tlsSecretRef is for the managed broker: it may not be set together with host "
+                "(use tls for an external broker)"
+            )
         return self
 
     @property

@@ -211,6 +211,7 @@ class Reconciler:
         """Why the operator will not act for this EdgeModel's author (issue 12, item 4), if so."""
         ref = em.spec.broker.credentials_secret
         tracking = em.spec.model.tracking_secret_ref
+        tls = em.spec.broker.tls_secret_ref
         return (
             trust.image_refusal(em, self.settings)
             or trust.secret_refusal(
@@ -218,6 +219,9 @@ class Reconciler:
             )
             or trust.tracking_secret_refusal(
                 em, None if tracking is None else self.kube.get("Secret", em.namespace, tracking.name)
+            )
+            or trust.broker_tls_secret_refusal(
+                em, None if tls is None else self.kube.get("Secret", em.namespace, tls.name)
             )
         )
 

@@ -28,6 +28,7 @@ from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
 
 __all__ = [
+    "BROKER_TLS_KEYS",
     "IMAGE_NOT_ALLOWED",
     "SECRET_INVALID",
     "SECRET_NOT_OPTED_IN",
@@ -35,6 +36,7 @@ __all__ = [
     "USE_LABEL",
     "USE_TRACKING",
     "Refusal",
+    "broker_tls_secret_refusal",
     "image_allowed",
     "image_refusal",
     "repository",
@@ -128,6 +130,32 @@ def secret_refusal(em: EdgeModel, secret: Mapping[str, Any] | None) -> Refusal |
     if ref is None:
         return None
     return _opt_in_refusal("spec.broker.credentialsSecret", ref.name, secret, USE_BROKER)
+
+
+BROKER_TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
+"""What ``spec.broker.tlsSecretRef`` must hold: a kubernetes.io/tls Secret and its CA."""
+
+
+def broker_tls_secret_refusal(em: EdgeModel, secret: Mapping[str, Any] | None) -> Refusal | None:
+    """Why ``spec.broker.tlsSecretRef`` may not be used: it opts in like the credentials
+    (``edgeml.dev/use=broker``) and holds the certificate, its key and the CA. Key names only."""
+    ref = em.spec.broker.tls_secret_ref
+    if ref is None or not em.spec.broker.managed:
+        return None
+    field = "spec.broker.tlsSecretRef"
+    refusal = _opt_in_refusal(field, ref.name, secret, USE_BROKER)
+    if refusal is not None or secret is None:
+        return refusal
+    keys = set(secret.get("data") or {})
+    missing = [k for k in BROKER_TLS_KEYS if k not in keys]
+    if not missing:
+        return None
+    return Refusal(
+        SECRET_INVALID,
+        f"Secret {ref.name} ({field}) lacks {', '.join(missing)}; it has the keys "
+        f"[{', '.join(sorted(keys))}]. Give it the broker's certificate (tls.crt, tls.key) and the CA "
+        "that signed it (ca.crt)",
+    )
 
 
 def tracking_secret_refusal(em: EdgeModel, secret: Mapping[str, Any] | None) -> Refusal | None:

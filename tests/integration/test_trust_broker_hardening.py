@@ -1,17 +1,20 @@
-"""Issue 12, item 6: the managed broker's ACL (two users) and limits, on the real Mosquitto.
+"""Issue 12, item 6: the managed broker's ACL (two users), limits and TLS, on the real Mosquitto.
 
 The broker runs with what the operator renders: its ConfigMap's ``mosquitto.conf`` and ACL
 sections, and the password and ACL files its init container's script writes from the
 credentials Secret (run here with the system ``sh``). Only the paths and the listener are
 moved into a temporary directory on 127.0.0.1. Clients speak MQTT 5, as the runtime, the
 simulator and the devices built on the project's client factory do: a refused QoS 1 PUBLISH
-gets a PUBACK with a failure reason code, a refused SUBSCRIBE a SUBACK with one.
+gets a PUBACK with a failure reason code. With ``tlsSecretRef`` the Secret's files come from
+a throwaway CA, and the runtime's own client factory connects as the runtime would.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import ssl
 import subprocess
 import threading
 import uuid
@@ -22,10 +25,11 @@ import pytest
 from paho.mqtt import client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgemodel_dev.harness import mosquitto, processes
+from edgemodel_dev.harness import mosquitto, pki, processes
 from edgemodel_operator.render import broker
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
+from edgemodel_runtime import mqtt as runtime_mqtt
 from tests import specs
 
 pytestmark = pytest.mark.mqtt
@@ -38,10 +42,9 @@ NOT_AUTHORIZED = 0x87
 IMPLEMENTATION_SPECIFIC = 0x83
 
 
-def _rendered() -> tuple[dict[str, str], str]:
-    em = EdgeModel.from_body(
-        {"metadata": {"name": "em", "namespace": "ns", "uid": "u"}, "spec": specs.VALID_SPEC}
-    )
+def _rendered(broker_spec: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:
+    spec = {**specs.VALID_SPEC, "broker": broker_spec or {}}
+    em = EdgeModel.from_body({"metadata": {"name": "em", "namespace": "ns", "uid": "u"}, "spec": spec})
     creds = broker.managed_credentials({}, fresh=("unused", "unused"))
     objs = broker.objects(em, Settings(), generated_password=None, credentials=creds)
     config_map = next(o for o in objs if o["kind"] == "ConfigMap")
@@ -53,7 +56,9 @@ def _rendered() -> tuple[dict[str, str], str]:
 class Client:
     """One MQTT 5 client that records PUBACK and SUBACK reason codes and the messages it gets."""
 
-    def __init__(self, port: int, username: str, password: str) -> None:
+    def __init__(
+        self, port: int, username: str, password: str, *, ca_file: pathlib.Path | None = None
+    ) -> None:
         self.acks: dict[int, int] = {}
         self.subacks: dict[int, list[int]] = {}
         self.messages: list[tuple[str, bytes]] = []
@@ -64,6 +69,8 @@ class Client:
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:10]}", protocol=mqtt.MQTTv5
         )
         c.username_pw_set(username, password)
+        if ca_file is not None:
+            c.tls_set(ca_certs=str(ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *_: self.disconnected.set()
         c.on_publish = self._on_publish
@@ -111,20 +118,21 @@ class Client:
         self.client.loop_stop()
 
 
-@pytest.fixture(scope="module")
-def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mosquitto.Mosquitto]:
-    """The real Mosquitto with the operator's rendered configuration and init script."""
-    root = tmp_path_factory.mktemp("hardened")
-    data, script = _rendered()
-    config_dir, auth_dir = root / "config", root / "auth"
-    config_dir.mkdir()
-    auth_dir.mkdir()
+def _start_rendered(root: pathlib.Path, broker_spec: dict[str, Any] | None = None) -> mosquitto.Mosquitto:
+    """The real Mosquitto with the operator's rendered configuration and init script; with
+    ``tlsSecretRef``, the Secret's three files come from a throwaway CA for 127.0.0.1."""
+    data, script = _rendered(broker_spec)
+    config_dir, auth_dir, tls_dir = root / "config", root / "auth", root / "tls"
+    for d in (config_dir, auth_dir, tls_dir, root / "data"):
+        d.mkdir()
     for key, text in data.items():
         (config_dir / key).write_text(text)
     moves = {
         broker.AUTH_FILE: str(auth_dir / "passwd"),
         broker.ACL_FILE: str(auth_dir / "acl"),
         broker.CONFIG_DIR: str(config_dir),
+        broker.TLS_DIR: str(tls_dir),
+        "/mosquitto/data/": f"{root / 'data'}/",
     }
     for old, new in moves.items():
         script = script.replace(old, new)
@@ -146,11 +154,23 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mosquitto.Mos
     conf = data["mosquitto.conf"]
     for old, new in moves.items():
         conf = conf.replace(old, new)
-    conf = conf.replace(f"listener {broker.MQTT_PORT}\n", f"listener {server.port} 127.0.0.1\n")
-    conf = conf.replace("/mosquitto/data/", f"{root / 'data'}/")
-    (root / "data").mkdir()
+    if broker_spec and broker_spec.get("tlsSecretRef"):
+        authority = pki.Pki(root / "pki")
+        cert, key = authority.issue("broker", common_name="em-broker", server_ips=("127.0.0.1",))
+        shutil.copyfile(cert, tls_dir / "tls.crt")
+        shutil.copyfile(key, tls_dir / "tls.key")
+        shutil.copyfile(authority.ca_cert, tls_dir / "ca.crt")
+        server.ca_file = tls_dir / "ca.crt"
+        conf = conf.replace(f"listener {broker.TLS_PORT}\n", f"listener {server.port} 127.0.0.1\n")
+    else:
+        conf = conf.replace(f"listener {broker.MQTT_PORT}\n", f"listener {server.port} 127.0.0.1\n")
     # The image runs Mosquitto as its own user; here it stays the test's user.
-    server.start_with(conf + f"user {os.environ.get('USER') or 'root'}\n")
+    return server.start_with(conf + f"user {os.environ.get('USER') or 'root'}\n")
+
+
+@pytest.fixture(scope="module")
+def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mosquitto.Mosquitto]:
+    server = _start_rendered(tmp_path_factory.mktemp("hardened"))
     try:
         yield server
     finally:
@@ -277,3 +297,50 @@ def test_a_payload_over_the_limit_is_refused_and_normal_readings_still_flow(hard
 def test_the_rendered_broker_listens_as_configured(hardened):
     conf = (pathlib.Path(hardened.workdir) / "mosquitto.conf").read_text()
     assert "allow_anonymous false" in conf and "acl_file" in conf
+
+
+def test_with_tls_only_the_tls_listener_answers_and_the_runtimes_client_reaches_it(tmp_path):
+    server = _start_rendered(tmp_path, {"tlsSecretRef": {"name": "broker-tls"}})
+    try:
+        assert server.ca_file is not None
+        device = Client(server.port, *DEVICE, ca_file=server.ca_file)
+        # The runtime's own client factory, as the runtime builds it with EDGEMODEL_BROKER_CA_FILE.
+        got: list[bytes] = []
+        subscribed = threading.Event()
+        runtime = runtime_mqtt.client(
+            "t-runtime-tls", username=RUNTIME[0], password=RUNTIME[1], tls=True, ca_file=str(server.ca_file)
+        )
+        runtime.on_connect = lambda c, *_: c.subscribe("plant/+/telemetry", qos=1)
+        runtime.on_subscribe = lambda *_: subscribed.set()
+        runtime.on_message = lambda _c, _u, msg: got.append(msg.payload)
+        runtime.connect("127.0.0.1", server.port)
+        runtime.loop_start()
+        try:
+            processes.wait_until(subscribed.is_set, timeout=10, what="the runtime subscribed over TLS")
+            processes.wait_until(device.connected.is_set, timeout=10, what="the device's CONNACK over TLS")
+            reading = b'{"temperature": 20}' + _marker()
+            assert device.publish(SENSOR, reading) == 0
+            processes.wait_until(lambda: reading in got, timeout=10, what="the reading over TLS")
+        finally:
+            runtime.disconnect()
+            runtime.loop_stop()
+            device.close()
+
+        # Plain MQTT to the TLS port gets no CONNACK: no password crosses in clear text.
+        plain = Client(server.port, *DEVICE)
+        try:
+            processes.wait_until(
+                lambda: plain.connected.is_set() or plain.disconnected.is_set(), timeout=10, what="an answer"
+            )
+            assert not plain.connected.is_set()
+        finally:
+            plain.close()
+
+        # A client that trusts another CA refuses the broker's certificate.
+        other = pki.Pki(tmp_path / "other-ca")
+        stranger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-stranger", protocol=mqtt.MQTTv5)
+        stranger.tls_set(ca_certs=str(other.ca_cert), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        with pytest.raises(ssl.SSLError):
+            stranger.connect("127.0.0.1", server.port)
+    finally:
+        server.stop()

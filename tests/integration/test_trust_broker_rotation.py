@@ -159,3 +159,54 @@ def test_persistence_brings_a_claim_the_broker_mounts_and_removing_it_prunes_the
         timeout=60,
         what="the claim pruned",
     )
+
+
+def test_a_tls_secret_must_opt_in_and_then_the_broker_listens_with_tls_and_the_runtime_trusts_its_ca(
+    api_client, namespace, operators
+):
+    core = kubernetes.client.CoreV1Api(api_client)
+    apps = kubernetes.client.AppsV1Api(api_client)
+    pem = base64.b64encode(
+        b"-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n"
+    ).decode()
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "broker-tls"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": pem, "tls.key": pem, "ca.crt": pem},
+        },
+    )
+    # The resync reads the Secret again (it is not watched), so the label is seen within a tick.
+    operators(EDGEMODEL_RESYNC_SECONDS="1")
+    edgemodels.create(
+        api_client, namespace, "em", edgemodels.spec(broker={"tlsSecretRef": {"name": "broker-tls"}})
+    )
+    st = edgemodels.wait_condition(api_client, namespace, "em", "Degraded", "True")
+    degraded = edgemodels.condition(st, "Degraded")
+    assert degraded.reason == "SecretNotOptedIn" and "edgeml.dev/use=broker" in degraded.message
+    assert not apps.list_namespaced_deployment(namespace).items  # nothing runs with it
+
+    core.patch_namespaced_secret(
+        "broker-tls", namespace, {"metadata": {"labels": {"edgeml.dev/use": "broker"}}}
+    )
+    processes.wait_until(
+        lambda: (
+            apps.list_namespaced_deployment(namespace).items
+            and apps.list_namespaced_stateful_set(namespace).items
+        ),
+        timeout=60,
+        what="the broker and the runtime once the Secret opts in",
+    )
+    pod = apps.read_namespaced_deployment("em-broker", namespace).spec.template.spec
+    [tls] = [v for v in pod.volumes if v.name == "tls"]
+    assert tls.secret.secret_name == "broker-tls"
+    assert pod.containers[0].ports[0].container_port == 8883
+    assert core.read_namespaced_service("em-broker", namespace).spec.ports[0].port == 8883
+    runtime = apps.read_namespaced_stateful_set("em-inference", namespace).spec.template.spec
+    env = {e.name: e.value for e in runtime.containers[0].env}
+    assert env["EDGEMODEL_BROKER_CA_FILE"] == "/etc/edgemodel/broker-tls/ca.crt"
+    [ca] = [v for v in runtime.volumes if v.name == "broker-tls"]
+    assert [(i.key, i.path) for i in ca.secret.items] == [("ca.crt", "ca.crt")]  # never the key
+    config = core.read_namespaced_config_map("em-runtime-config", namespace).data["runtime.json"]
+    assert '"brokerPort": 8883' in config and '"brokerTls": true' in config

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from edgemodel import api
-from edgemodel_operator import names, render
+from edgemodel_operator import names, render, trust
 from edgemodel_operator.render import broker, inference
 from edgemodel_operator.resource import EdgeModel
 from edgemodel_operator.settings import Settings
@@ -204,3 +204,89 @@ def test_bad_persistence_is_refused(broker_spec):
 
 def test_doctests():
     assert doctest.testmod(broker).failed == 0
+
+
+def test_tls_replaces_the_plain_listener_and_the_runtime_trusts_the_ca_only():
+    em = _em(tlsSecretRef={"name": "broker-tls"})
+    objs = _objects(em)
+    conf = objs["ConfigMap"]["data"]["mosquitto.conf"]
+    assert "listener 8883\n" in conf and "listener 1883" not in conf
+    for line in (
+        "certfile /mosquitto/tls/tls.crt",
+        "keyfile /mosquitto/tls/tls.key",
+        "cafile /mosquitto/tls/ca.crt",
+    ):
+        assert line in conf
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    [tls] = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == "broker-tls" and tls["secret"]["defaultMode"] == 0o440
+    [container] = pod["containers"]
+    assert container["ports"] == [{"name": "mqtt", "containerPort": 8883}]
+    assert {"name": "tls", "mountPath": "/mosquitto/tls", "readOnly": True} in container["volumeMounts"]
+    assert objs["Service"]["spec"]["ports"][0]["port"] == 8883
+    assert broker.address(em) == ("em-broker.ns.svc", 8883, True)
+    assert inference.runtime_config(em, SETTINGS).broker_tls is True
+
+    [statefulset] = [o for o in inference.objects(em, SETTINGS) if o["kind"] == "StatefulSet"]
+    runtime = statefulset["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in runtime["containers"][0]["env"]}
+    assert env["EDGEMODEL_BROKER_CA_FILE"]["value"] == "/etc/edgemodel/broker-tls/ca.crt"
+    [ca] = [v for v in runtime["volumes"] if v["name"] == "broker-tls"]
+    assert ca["secret"] == {"secretName": "broker-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+    [policy] = [
+        o
+        for o in render.desired(em, SETTINGS, generated_password="pw")
+        if o["metadata"]["name"] == "em-broker" and o["kind"] == "NetworkPolicy"
+    ]
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [8883]
+
+
+def test_without_tls_nothing_of_it_is_rendered():
+    em = _em()
+    assert broker.runtime_tls(em) == ([], [], [])
+    assert broker.address(em) == ("em-broker.ns.svc", 1883, False)
+    assert "tls" not in {v["name"] for v in _objects(em)["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_tls_secret_ref_is_for_the_managed_broker_only():
+    with pytest.raises(pydantic.ValidationError, match="tlsSecretRef is for the managed broker"):
+        api.BrokerSpec.model_validate({"host": "mqtt.example", "tlsSecretRef": {"name": "x"}})
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason", "says"),
+    [
+        (None, trust.SECRET_NOT_OPTED_IN, "does not exist"),
+        (
+            {"metadata": {"labels": {}}, "data": {"tls.crt": "", "tls.key": "", "ca.crt": ""}},
+            trust.SECRET_NOT_OPTED_IN,
+            "edgeml.dev/use=broker",
+        ),
+        (
+            {"metadata": {"labels": {trust.USE_LABEL: "tracking"}}, "data": {}},
+            trust.SECRET_NOT_OPTED_IN,
+            "lacks the label",
+        ),
+        (
+            {"metadata": {"labels": {trust.USE_LABEL: "broker"}}, "data": {"tls.crt": "", "tls.key": ""}},
+            trust.SECRET_INVALID,
+            "lacks ca.crt",
+        ),
+        (
+            {
+                "metadata": {"labels": {trust.USE_LABEL: "broker"}},
+                "data": {"tls.crt": "", "tls.key": "", "ca.crt": ""},
+            },
+            None,
+            "",
+        ),
+    ],
+    ids=["missing", "unlabelled", "labelled-for-tracking", "no-ca", "ok"],
+)
+def test_the_tls_secret_must_opt_in_and_hold_the_certificate_key_and_ca(secret, reason, says):
+    refusal = trust.broker_tls_secret_refusal(_em(tlsSecretRef={"name": "broker-tls"}), secret)
+    if reason is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and refusal.reason == reason and says in refusal.message

@@ -45,12 +45,18 @@ __all__ = [
     "limits",
     "managed_credentials",
     "objects",
+    "port",
     "predictions_filter",
     "predictions_topic",
+    "runtime_tls",
     "secret",
 ]
 
 MQTT_PORT = 1883
+TLS_PORT = 8883
+TLS_DIR = "/mosquitto/tls"
+RUNTIME_CA_DIR = "/etc/edgemodel/broker-tls"
+TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
 BROKER_UID = 1883
 COMPONENT = "broker"
 
@@ -154,14 +160,31 @@ def acl(em: EdgeModel) -> dict[str, str]:
     }
 
 
+def port(em: EdgeModel) -> int:
+    """The managed broker's one listener: 8883 with TLS (``tlsSecretRef``), else 1883."""
+    return TLS_PORT if em.spec.broker.tls_secret_ref is not None else MQTT_PORT
+
+
+def _listener(em: EdgeModel) -> str:
+    if em.spec.broker.tls_secret_ref is None:
+        return f"listener {MQTT_PORT}\n"
+    # TLS only: no plain listener, so no password crosses the network in clear text.
+    return (
+        f"listener {TLS_PORT}\n"
+        f"certfile {TLS_DIR}/tls.crt\n"
+        f"keyfile {TLS_DIR}/tls.key\n"
+        f"cafile {TLS_DIR}/ca.crt\n"
+        "tls_version tlsv1.2\n"
+    )
+
+
 def config(em: EdgeModel) -> str:
-    """``mosquitto.conf``: authentication, the ACL file, persistence and the limits."""
+    """``mosquitto.conf``: the listener, authentication, the ACL file, persistence and the limits."""
     bounds = limits(MEMORY_LIMIT, em.spec.scaling.max_replicas)
     return f"""\
 # Rendered by edgemodel-operator. Authentication on, no anonymous access, an ACL per user.
 per_listener_settings false
-listener {MQTT_PORT}
-allow_anonymous false
+{_listener(em)}allow_anonymous false
 password_file {AUTH_FILE}
 acl_file {ACL_FILE}
 persistence true
@@ -218,10 +241,28 @@ def address(em: EdgeModel) -> tuple[str, int, bool]:
     """``(host, port, tls)`` of the broker the runtime connects to."""
     broker = em.spec.broker
     if broker.managed:
-        return f"{names.broker(em.name)}.{em.namespace}.svc", MQTT_PORT, False
+        return f"{names.broker(em.name)}.{em.namespace}.svc", port(em), broker.tls_secret_ref is not None
     assert broker.host is not None
     tls = bool(broker.tls)
     return broker.host, broker.port or (8883 if tls else MQTT_PORT), tls
+
+
+def runtime_tls(em: EdgeModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(env, volumes, mounts)`` that let the runtime trust the managed broker's TLS listener:
+    the ``ca.crt`` of ``tlsSecretRef`` alone (never the key), and ``EDGEMODEL_BROKER_CA_FILE``."""
+    tls = em.spec.broker.tls_secret_ref
+    if not em.spec.broker.managed or tls is None:
+        return [], [], []
+    return (
+        [{"name": "EDGEMODEL_BROKER_CA_FILE", "value": f"{RUNTIME_CA_DIR}/ca.crt"}],
+        [
+            {
+                "name": "broker-tls",
+                "secret": {"secretName": tls.name, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+            }
+        ],
+        [{"name": "broker-tls", "mountPath": RUNTIME_CA_DIR, "readOnly": True}],
+    )
 
 
 def credentials_secret(em: EdgeModel) -> str | None:
@@ -345,6 +386,23 @@ def objects(
         if persistence is not None
         else {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}
     )
+    tls = em.spec.broker.tls_secret_ref
+    tls_volumes: list[dict[str, Any]] = []
+    tls_mounts: list[dict[str, Any]] = []
+    if tls is not None:
+        # Readable by the broker's group (fsGroup), by no one else; the kubelet refreshes the
+        # files when the Secret changes, and Mosquitto reads them again when it restarts.
+        tls_volumes = [
+            {
+                "name": "tls",
+                "secret": {
+                    "secretName": tls.name,
+                    "items": [{"key": k, "path": k} for k in TLS_KEYS],
+                    "defaultMode": 0o440,
+                },
+            }
+        ]
+        tls_mounts = [{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}]
     out.append(
         {
             "apiVersion": "apps/v1",
@@ -360,7 +418,7 @@ def objects(
                         "labels": names.labels(em.name, COMPONENT),
                         "annotations": {
                             names.ANNOTATION_CONFIG_HASH: common.content_hash(
-                                conf, sections, secret_name, PASSWORDS_SCRIPT
+                                conf, sections, secret_name, PASSWORDS_SCRIPT, tls_volumes
                             ),
                             ANNOTATION_CREDENTIALS_VERSION: common.content_hash(credentials_version),
                         },
@@ -391,7 +449,7 @@ def objects(
                                 "image": settings.broker_image,
                                 "imagePullPolicy": settings.image_pull_policy,
                                 "command": ["mosquitto", "-c", f"{CONFIG_DIR}/mosquitto.conf"],
-                                "ports": [{"name": "mqtt", "containerPort": MQTT_PORT}],
+                                "ports": [{"name": "mqtt", "containerPort": port(em)}],
                                 "readinessProbe": {"tcpSocket": {"port": "mqtt"}, "periodSeconds": 5},
                                 "livenessProbe": {"tcpSocket": {"port": "mqtt"}, "periodSeconds": 10},
                                 "resources": {
@@ -403,6 +461,7 @@ def objects(
                                     {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                     {"name": "auth", "mountPath": "/mosquitto/auth", "readOnly": True},
                                     {"name": "data", "mountPath": "/mosquitto/data"},
+                                    *tls_mounts,
                                 ],
                             }
                         ],
@@ -411,6 +470,7 @@ def objects(
                             {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                             data_volume,
+                            *tls_volumes,
                         ],
                     },
                 },
@@ -424,7 +484,7 @@ def objects(
             "metadata": common.metadata(em, name, COMPONENT),
             "spec": {
                 "selector": selector,
-                "ports": [{"name": "mqtt", "port": MQTT_PORT, "targetPort": "mqtt", "protocol": "TCP"}],
+                "ports": [{"name": "mqtt", "port": port(em), "targetPort": "mqtt", "protocol": "TCP"}],
             },
         }
     )

@@ -151,6 +151,7 @@ def objects(em: EdgeModel, settings: Settings, *, credentials_version: str = "")
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         *credential_env(em),
         *tracking.env(em),
+        *broker.runtime_tls(em)[0],
     ]
     workload = {
         "apiVersion": "apps/v1",
@@ -218,6 +219,7 @@ def objects(em: EdgeModel, settings: Settings, *, credentials_version: str = "")
                                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                 {"name": "tmp", "mountPath": common.SCRATCH},
                                 *tracking.mounts(em),
+                                *broker.runtime_tls(em)[2],
                             ],
                         }
                     ],
@@ -225,6 +227,7 @@ def objects(em: EdgeModel, settings: Settings, *, credentials_version: str = "")
                         {"name": "config", "configMap": {"name": config_name}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}},
                         *tracking.volumes(em),
+                        *broker.runtime_tls(em)[1],
                     ],
                 },
             },

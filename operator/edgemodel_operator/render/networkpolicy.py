@@ -60,7 +60,7 @@ def objects(em: EdgeModel, settings: Settings) -> list[dict[str, Any]]:
                     {"podSelector": {"matchLabels": names.selector(em.name, inference.COMPONENT)}},
                     {"podSelector": {"matchLabels": {names.LABEL_DEVICE_OF: em.name}}},
                 ],
-                broker.MQTT_PORT,
+                broker.port(em),
             )
         )
     runtime_sources: list[dict[str, Any]] = [{"podSelector": {}}]
