@@ -63,7 +63,7 @@ COMPONENT = "broker"
 RUNTIME_USERNAME = "edgemodel"
 DEVICE_USERNAME = "device"
 DEVICE_USERNAME_KEY = "device-username"
-DEVICE_PASSWORD_KEY = "device-password"  # noqa: S105 - a key name, not a password
+DEVICE_PASSWORD_KEY = "device-password"  # noqa: S105 - a key name  # nosec B105
 
 MEMORY_LIMIT = 256 * 1024 * 1024
 """The broker container's memory limit, in bytes."""
