@@ -123,6 +123,9 @@ class Pipeline:
         self.window = window.TrainingWindow(training_window)
         self.fresh: window.FreshReadings | None = None
         """Set from a detection until the window with the changed plant is handed over."""
+        self.episode: window.FreshReadings | None = None
+        """The readings since the change, for as long as this drift lasts on this model."""
+        self._refresh_at: float | None = None
         self.serving: str | None = None
         """The model version whose outcomes count as drift."""
         self._drift_window = drift_window
@@ -139,6 +142,8 @@ class Pipeline:
         self.serving = version
         self.drift.reset()
         self.psi.reset()
+        self.episode = None
+        self._refresh_at = None
         return True
 
     def forget(self, keep: Callable[[str], bool]) -> int:
@@ -186,6 +191,8 @@ class Pipeline:
         self.window.extend(plan.accepted)
         if self.fresh is not None:
             self.fresh.add(len(plan.accepted))
+        if self.episode is not None:
+            self.episode.add(len(plan.accepted))
         names = self.spec.features
         self.psi.update_many([[reading.values[f] for f in names] for reading in plan.accepted])
 
@@ -241,15 +248,34 @@ class Pipeline:
                     ),
                     max_seconds=self._fresh_max_seconds,
                 )
+            self.episode = None if self.fresh is None else dataclasses.replace(self.fresh)
+            self._refresh_at = None
             step.window_reason = "drift"
             step.fresh = self.fresh
             return
         step.drift_cleared = was and not monitor.detected
+        if step.drift_cleared:
+            self.episode = None
+            self._refresh_at = None
         fresh = self.fresh
         if fresh is not None and (fresh.ready(now=now) or not monitor.detected):
             step.window_reason = "drift"  # the window with the changed plant
             step.fresh = fresh
             self.fresh = None
+            self._refresh_at = now + self._fresh_max_seconds
+        elif (
+            fresh is None
+            and monitor.detected
+            and self.episode is not None
+            and self._refresh_at is not None
+            and now >= self._refresh_at
+        ):
+            # The drift outlasted a retrain (its challenger was rejected, or it failed): hand
+            # the newer readings of the changed plant over again, so the next retrain, which
+            # reads only windows logged since it started, has something to learn from.
+            step.window_reason = "drift"
+            step.fresh = dataclasses.replace(self.episode)
+            self._refresh_at = now + self._fresh_max_seconds
 
     def predict_one(self, model: Model, readings: Sequence[payloads.Reading]) -> float:
         """The prediction from the last of ``readings`` (oldest first), with a fresh history."""

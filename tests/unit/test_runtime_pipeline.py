@@ -106,6 +106,30 @@ def test_a_slow_stream_hands_the_window_over_after_max_seconds():
     assert p.process(messages("a", [5.0], 12), model, owns=None, now=5.0).window_reason == "drift"
 
 
+def test_a_drift_that_outlasts_a_retrain_hands_the_changed_plant_over_again_until_a_new_model():
+    """A rejected challenger leaves the drift on: the next retrain reads only windows logged since it
+    started, so the window with the changed plant is handed over again every fresh_max_seconds."""
+    p = make(drift_window=10, training_window=40, fresh_max_seconds=60.0)
+    model = Model("1", Constant(0.0))
+    p.adopt_model("1")
+    first = p.process(messages("a", [0.1] * 10 + [5.0] * 10), model, owns=None, now=0.0)
+    assert first.drift_started == "Threshold" and first.fresh is not None
+    change_ts = first.fresh.change_ts
+    handed = p.process(messages("a", [5.0] * 20, 20), model, owns=None, now=1.0)
+    assert handed.window_reason == "drift" and handed.fresh is not None and handed.fresh.count == 20
+    assert p.process(messages("a", [5.0] * 5, 40), model, owns=None, now=60.9).window_reason is None
+    again = p.process(messages("a", [5.0] * 5, 45), model, owns=None, now=61.0)
+    assert again.window_reason == "drift" and again.drift_started is None and again.fresh is not None
+    assert again.fresh.change_ts == change_ts and again.fresh.count == 30  # every reading since the change
+    assert p.process(messages("a", [5.0] * 5, 50), model, owns=None, now=62.0).window_reason is None
+    assert p.process(messages("a", [5.0] * 5, 55), model, owns=None, now=121.0).window_reason == "drift"
+    # A new model serves: its drift, if any, is a new episode; nothing more is handed over meanwhile.
+    p.adopt_model("2")
+    fitted = Model("2", Constant(5.0))
+    assert p.process(messages("a", [5.0] * 10, 60), fitted, owns=None, now=500.0).window_reason is None
+    assert p.episode is None
+
+
 def test_outcomes_of_another_model_are_not_this_ones_drift():
     p = make()
     p.adopt_model("2")
