@@ -331,7 +331,7 @@ def plan(em: EdgeModel, observed: Observed, *, now: datetime.datetime, settings:
         )
         if verdict.start:
             number = r.count + 1
-            since = None if bootstrap else now.timestamp() - settings.window_since_slack_seconds
+            since = None if bootstrap else _window_since(old, now) - settings.window_since_slack_seconds
             start = JobRequest("bootstrap" if bootstrap else "retrain", number, verdict.reason, None, since)
             events.append(
                 Event(
@@ -502,6 +502,20 @@ def requeue_after(
     if not moments:
         return None
     return max(1.0, (min(moments) - now).total_seconds() + 1.0)
+
+
+def _window_since(old: api.EdgeModelStatus, now: datetime.datetime) -> float:
+    """From when a drift retrain reads training windows: since this drift began.
+
+    The windows the runtime logged during this drift (at the detection, once the changed
+    plant filled it, and again while the drift lasts) are all about the plant as it is
+    now; older ones are not. Not since the retrain's own start: after a rejected
+    challenger, on a slow stream, no new window may come within the trainer's wait.
+    """
+    drifted = conditions.find(old.conditions, "Drifted")
+    if drifted is not None and drifted.status == "True" and drifted.last_transition_time <= now:
+        return drifted.last_transition_time.timestamp()
+    return now.timestamp()
 
 
 def _drift_message(d: api.DriftStatus) -> str:

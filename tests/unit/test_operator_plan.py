@@ -187,6 +187,22 @@ def test_plan_starts_one_job_on_drift_and_records_it():
     assert p2.start_job is None and p2.status.retraining.count == 1
 
 
+def test_a_retrain_while_the_same_drift_lasts_reads_the_windows_since_the_drift_began():
+    """After a rejected challenger the drift stays on: the next retrain reads every window this
+    drift logged, not only those after its own start (a slow stream may log none in time)."""
+    began = NOW - datetime.timedelta(hours=3)
+    drifted = api.Condition(type="Drifted", status="True", reason="DriftDetected", last_transition_time=began)
+    st = _status(
+        replica_drift={"p1": _entry(2.0, detected=True)},
+        conditions=[drifted],
+        retraining=api.RetrainingStatus(count=1, consecutive_rejections=1, last_completed_time=began),
+    )
+    p = status.plan(_em(st), _observed(), now=NOW, settings=SETTINGS)
+    assert p.start_job is not None and p.start_job.kind == "retrain"
+    assert p.start_job.window_since == began.timestamp() - SETTINGS.window_since_slack_seconds
+    assert conditions.find(p.status.conditions, "Drifted").last_transition_time == began
+
+
 def test_plan_folds_a_promotion_once():
     st = _status(
         replica_drift={"p1": _entry(2.0, detected=True)},
