@@ -22,22 +22,13 @@ import pytest
 from edgemodel_dev import testing
 from edgemodel_dev.harness import processes
 from edgemodel_runtime import app
+from tests.integration.test_runtime_backpressure import _backlog
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.mlflow]
 
 DEVICES = 8
 PER_DEVICE = 400
 LAGS = testing.SPEC.lags
-
-
-def _backlog(broker: Any, name: str, data: list[dict[str, Any]]) -> None:
-    publisher = testing.publisher_for(broker, name)
-    try:
-        infos = [publisher.publish(f"{name}/sensors/{p['device']}", json.dumps(p)) for p in data]
-        for info in infos:
-            info.wait_for_publish(60)
-    finally:
-        publisher.close()
 
 
 def _predicted(collector: testing.Collector) -> set[tuple[str, float]]:
