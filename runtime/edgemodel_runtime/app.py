@@ -157,6 +157,7 @@ class App:
             else None,
             # the RMSE is written when it moves by a tenth of the threshold, not on every wiggle
             rmse_step=RMSE_REPORT_STEP * c.drift_threshold,
+            full_window=c.drift_window,  # from then on the operator counts this replica's RMSE
             tick=self.refresh_membership if self.members is not None else None,
             tick_interval=settings.options.membership_refresh_seconds,
         )

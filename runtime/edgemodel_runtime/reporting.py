@@ -108,8 +108,12 @@ class ReportPolicy:
         heartbeat: float | None = None,
         min_gap: float = 1.0,
         rmse_step: float | None = None,
+        full_window: int | None = None,
     ) -> None:
         self.interval = interval
+        self.full_window = full_window
+        """Outcomes in a full drift window: the RMSE counts (for the operator) from then on, so
+        reaching it is reported at once, like a change of state."""
         self.rmse_step = rmse_step
         """A change of the RMSE reported within an interval (smaller ones wait for the keep-alive)."""
         self.heartbeat = heartbeat if heartbeat is not None else 12 * interval
@@ -124,11 +128,18 @@ class ReportPolicy:
         if self._last is None:
             return True
         elapsed = now - self._last_time
-        if state.key() != self._last.key():
+        if state.key() != self._last.key() or self._filled(state):
             return elapsed >= self.min_gap
         if elapsed >= self.heartbeat:
             return True
         return elapsed >= self.interval and self._moved(state)
+
+    def _filled(self, state: DriftReport) -> bool:
+        """Whether the drift window filled (or emptied) since the last report."""
+        last = self._last
+        if self.full_window is None or last is None:
+            return False
+        return (state.samples >= self.full_window) != (last.samples >= self.full_window)
 
     def _moved(self, state: DriftReport) -> bool:
         """Whether the figures moved by a step since the last report (same state key)."""
@@ -141,7 +152,7 @@ class ReportPolicy:
 
     def next_check(self, state: DriftReport, now: float) -> float:
         """Seconds until :meth:`due` may turn true for an unchanged ``state``."""
-        if self._last is None or state.key() != self._last.key():
+        if self._last is None or state.key() != self._last.key() or self._filled(state):
             wait = max(self._not_before - now, self._last_time + self.min_gap - now)
         else:
             later = self.interval if self._moved(state) else self.heartbeat
@@ -307,12 +318,15 @@ class Reporter:
         upload_window: WindowUpload | None = None,
         heartbeat: float | None = None,
         rmse_step: float | None = None,
+        full_window: int | None = None,
         tick: Callable[[], None] | None = None,
         tick_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
-        self.policy = ReportPolicy(interval=interval, heartbeat=heartbeat, rmse_step=rmse_step)
+        self.policy = ReportPolicy(
+            interval=interval, heartbeat=heartbeat, rmse_step=rmse_step, full_window=full_window
+        )
         self.metrics = metrics
         self.upload_window = upload_window
         self.tick = tick

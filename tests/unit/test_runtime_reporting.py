@@ -109,3 +109,12 @@ def test_a_steady_stream_writes_about_once_a_minute_without_heartbeats():
     without = _writes_per_minute(heartbeat=None)  # peers from the Service's EndpointSlices
     assert with_heartbeats >= 11.0
     assert without <= 2.0
+
+
+def test_a_full_drift_window_is_reported_at_once():
+    """The operator counts a replica's RMSE once its window is full: that moment is not rate-limited."""
+    p = reporting.ReportPolicy(interval=5.0, rmse_step=0.15, full_window=100)
+    p.sent(reporting.DriftReport(rmse=0.3, samples=10, model_version="2"), now=0.0)
+    assert not p.due(reporting.DriftReport(rmse=0.31, samples=99, model_version="2"), now=1.5)
+    assert p.due(reporting.DriftReport(rmse=0.31, samples=100, model_version="2"), now=1.5)
+    assert p.next_check(reporting.DriftReport(rmse=0.31, samples=100, model_version="2"), now=0.5) == 0.5
