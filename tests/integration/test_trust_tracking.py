@@ -154,12 +154,17 @@ def test_a_tracking_secret_without_the_opt_in_label_is_refused(api_client, names
     )
     assert degraded()["status"] == "True"
     assert "someone-elses" in degraded()["message"] and "edgeml.dev/use=tracking" in degraded()["message"]
-    warnings = [
-        e
-        for e in core.list_namespaced_event(namespace).items
-        if e.reason == "SecretNotOptedIn" and e.involved_object.name == "em" and e.type == "Warning"
-    ]
-    assert len(warnings) == 1
+
+    def warnings() -> list[Any]:
+        return [
+            e
+            for e in core.list_namespaced_event(namespace).items
+            if e.reason == "SecretNotOptedIn" and e.involved_object.name == "em" and e.type == "Warning"
+        ]
+
+    # The Event is posted after the status write that set the condition: wait for it.
+    processes.wait_until(lambda: bool(warnings()), timeout=30, what="a SecretNotOptedIn Warning Event")
+    assert len(warnings()) == 1
     # Nothing runs with it: no workload, Job or Pod.
     apps = kubernetes.client.AppsV1Api(api_client)
     batch = kubernetes.client.BatchV1Api(api_client)
