@@ -117,10 +117,12 @@ def test_a_pass_with_nothing_changed_writes_nothing(api_client, namespace, opera
 
     for i in range(2):
         delta = _pass(api_client, op, namespace, f"quiet-{i}")
-        assert delta.get(("passes", "")) == 1
+        # At least the woken pass; on a loaded machine a timer (a requeue) may add one more.
+        passes = delta.get(("passes", ""), 0)
+        assert passes >= 1
         assert _writes(delta) == {}, delta
-        # What it did read: the EdgeModel, its trainer Jobs and (with reports in status) its Pods.
-        assert delta.get(("GET", api.KIND)) == 1
+        # What each pass did read: the EdgeModel, its trainer Jobs and (with reports in status) its Pods.
+        assert delta.get(("GET", api.KIND)) == passes
     assert _versions(api_client, namespace) == versions
 
 
