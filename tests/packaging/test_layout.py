@@ -63,6 +63,19 @@ def test_python_dash_m_pytest_starts_from_the_root():
     assert "Could not import runpy module" not in out.stderr
 
 
+def _assert_importable(target: str) -> None:
+    """``module:function`` imports in a fresh interpreter and names a callable."""
+    module, func = target.split(":")
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {module} as m; assert callable(m.{func})"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, f"{target}: {probe.stderr[-500:]}"
+
+
 def test_console_scripts_point_at_importable_functions():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) >= {
@@ -73,15 +86,7 @@ def test_console_scripts_point_at_importable_functions():
         "edgemodel-simulator",
     }
     for target in scripts.values():
-        module, func = target.split(":")
-        probe = subprocess.run(
-            [sys.executable, "-c", f"import {module} as m; assert callable(m.{func})"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert probe.returncode == 0, f"{target}: {probe.stderr[-500:]}"
+        _assert_importable(target)
 
 
 def test_edgemodel_subcommands_point_at_importable_functions():
@@ -90,12 +95,4 @@ def test_edgemodel_subcommands_point_at_importable_functions():
     commands = groups["edgemodel.commands"]
     assert "backtest" in commands
     for target in commands.values():
-        module, func = target.split(":")
-        probe = subprocess.run(
-            [sys.executable, "-c", f"import {module} as m; assert callable(m.{func})"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert probe.returncode == 0, f"{target}: {probe.stderr[-500:]}"
+        _assert_importable(target)
