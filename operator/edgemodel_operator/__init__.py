@@ -6,6 +6,6 @@ Layers, from the top (each may import only those below it):
 - ``reconcile``: one idempotent pass that reads, renders, applies and reports.
 - ``kube``, ``leader``, ``metrics``: I/O at the edges; ``kube`` is the only module
   that talks to the API server.
-- ``render.*``, ``conditions``, ``summary``, ``policy``, ``status``, ``resource``,
+- ``render.*``, ``conditions``, ``summary``, ``policy``, ``status``, ``resource``, ``shard``,
   ``names``, ``settings``: pure; no kopf, no kubernetes client, no I/O.
 """

@@ -4,6 +4,11 @@ Triggers: create, update and resume of an EdgeModel; a resync loop; a change in 
 replicas' drift reports; a child workload changing (a Job finishing, a Deployment
 becoming available, someone editing a child by hand). Handlers stay thin.
 
+With ``shards`` N > 1 each replica acts only on the EdgeModels of the shard whose Lease
+it holds (:mod:`edgemodel_operator.shard`, by UID): its passes, resync ticks, takeover
+catch-up, kopf's annotations and per-EdgeModel gauges; the other shards' events only
+keep its in-memory view current. With N = 1 that shard is every EdgeModel.
+
 Nothing is read or built at import: :func:`startup` takes the settings from kopf's
 ``memo`` (``edgemodel-operator`` puts them there) or, under ``kopf run -m
 edgemodel_operator.handlers``, loads them from the environment then; it keeps what the
@@ -28,7 +33,7 @@ import kopf
 import prometheus_client
 
 from edgemodel import api
-from edgemodel_operator import kube, leader, memory, metrics, names, observe, reconcile, runner, status
+from edgemodel_operator import kube, leader, memory, metrics, names, observe, reconcile, runner, shard, status
 from edgemodel_operator.settings import Settings
 
 __all__ = [
@@ -74,53 +79,78 @@ class Operator:
     settings: Settings
     runner: runner.Runner
     metrics: metrics.OperatorMetrics
-    elector: leader.LeaderElector | None = None
+    shards: leader.Shards | None = None
+    """The shards' Leases; None without leader election (this replica acts on everything)."""
     lease_executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     versions: dict[Key, str | None] = dataclasses.field(default_factory=dict)
     """Each EdgeModel's resourceVersion from the last watch event, for the resync loop."""
+    uids: dict[Key, str] = dataclasses.field(default_factory=dict)
+    """Each EdgeModel's UID from its watch events: what decides its shard."""
 
     def is_leader(self) -> bool:
-        return self.elector is None or self.elector.is_leader
+        """Whether this replica holds any shard (with one shard: the leader Lease)."""
+        return self.shards is None or bool(self.shards.held)
+
+    def owns_uid(self, uid: str | None) -> bool:
+        """Whether this replica holds the shard of the EdgeModel with this UID."""
+        return self.shards is None or self.shards.owns(uid)
+
+    def owns(self, namespace: str, name: str) -> bool:
+        """Whether this replica acts on this EdgeModel now (its UID as the watch delivered it)."""
+        return self.owns_uid(self.uids.get((namespace, name)))
+
+    def owns_body(self, body: Any) -> bool:
+        """:meth:`owns_uid` for an EdgeModel's body, as kopf hands it to its storages."""
+        return self.owns_uid(_uid(body))
+
+    def in_shard(self, uid: str, index: int) -> bool:
+        return self.shards is None or shard.of(uid, self.shards.count) == index
+
+
+def _uid(body: Any) -> str | None:
+    uid = (body.get("metadata") or {}).get("uid") if body is not None else None
+    return str(uid) if uid else None
 
 
 class LeaderProgressStorage(kopf.AnnotationsProgressStorage):
-    """kopf's progress annotations, written only while this replica leads.
+    """kopf's progress annotations, written only by the replica that holds the object's shard.
 
-    A standby's handlers only defer their request (the Runner runs nothing unless this
-    replica leads), so it has no progress worth keeping, and writes nothing.
+    Another replica's handlers only defer their request (the Runner runs nothing outside
+    the shards this replica holds), so it has no progress worth keeping, and writes
+    nothing. ``owns`` takes the body kopf passes (its UID decides the shard).
     """
 
-    def __init__(self, is_leader: Callable[[], bool], **kwargs: Any) -> None:
+    def __init__(self, owns: Callable[[Any], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._is_leader = is_leader
+        self._owns = owns
 
     def store(self, **kwargs: Any) -> None:
-        if self._is_leader():
+        if self._owns(kwargs.get("body")):
             super().store(**kwargs)
 
     def purge(self, **kwargs: Any) -> None:
-        if self._is_leader():
+        if self._owns(kwargs.get("body")):
             super().purge(**kwargs)
 
     def touch(self, **kwargs: Any) -> None:
-        if self._is_leader():
+        if self._owns(kwargs.get("body")):
             super().touch(**kwargs)
 
 
 class LeaderDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled-configuration annotation, written only while this replica leads.
+    """kopf's last-handled-configuration annotation, written only by the object's shard holder.
 
-    The leader's write is the one that counts: a standby sees it in the next event and
-    so finds nothing new to handle.
+    The holder's write is the one that counts: another replica sees it in the next event
+    and so finds nothing new to handle.
     """
 
-    def __init__(self, is_leader: Callable[[], bool], **kwargs: Any) -> None:
+    def __init__(self, owns: Callable[[Any], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._is_leader = is_leader
+        self._owns = owns
 
     def store(self, **kwargs: Any) -> None:
-        if self._is_leader():
+        if self._owns(kwargs.get("body")):
             super().store(**kwargs)
 
 
@@ -155,34 +185,39 @@ async def _reconcile(run: runner.Runner, namespace: str | None, name: str | None
         return None
 
 
-async def _lead_forever(
-    op: Operator, elector: leader.LeaderElector, executor: concurrent.futures.Executor
-) -> None:
-    """Keep the Lease; on becoming leader, reconcile every EdgeModel that needs it.
+async def _lead_forever(op: Operator, shards: leader.Shards, executor: concurrent.futures.Executor) -> None:
+    """Keep the shards' Leases; on taking a shard, reconcile each of its EdgeModels that needs it.
 
     The Lease steps run on ``executor``, a thread of their own: reconciles have their own
     executor too, so however many are queued, a renewal never waits behind them. After
-    every step that leads, the requests deferred while not leading are run.
+    every round that holds a shard, the requests deferred for its EdgeModels are run. On
+    losing a shard, its EdgeModels' gauges are dropped: their new holder reports them.
     """
     loop = asyncio.get_running_loop()
-    interval = max(1.0, elector.duration.total_seconds() / 5)
+    interval = max(1.0, shards.duration.total_seconds() / 5)
     while True:
-        was_leading = elector.is_leader
         try:
-            now_leading = await loop.run_in_executor(executor, elector.step)
+            gained, lost = await loop.run_in_executor(executor, shards.step)
         except Exception:
             log.exception("Leader election step failed")
-            now_leading = False
-        op.metrics.leader.set(1 if now_leading else 0)
-        if now_leading:
-            if not was_leading:
-                op.runner.spawn(_resync_all(op))
+            gained, lost = frozenset(), frozenset()
+        held = shards.held
+        op.metrics.leader.set(1 if held else 0)
+        for i in range(shards.count):
+            op.metrics.shard_leader.labels(str(i)).set(1 if i in held else 0)
+        for index in sorted(lost):
+            for (ns, name), uid in list(op.uids.items()):
+                if op.in_shard(uid, index):
+                    op.metrics.forget(ns, name)
+        for index in sorted(gained):
+            op.runner.spawn(_resync_all(op, index))
+        if held:
             op.runner.resume()
         await asyncio.sleep(interval)
 
 
-async def _resync_all(op: Operator) -> None:
-    """Reconcile every EdgeModel that may have changed while this replica did not lead."""
+async def _resync_all(op: Operator, index: int = 0) -> None:
+    """Reconcile every EdgeModel of shard ``index`` that may have changed while another held it."""
     run = op.runner
     client = run.reconciler.kube
     items: list[dict[str, Any]] = []
@@ -195,7 +230,11 @@ async def _resync_all(op: Operator) -> None:
         return
     for item in items:
         meta = item.get("metadata") or {}
-        ns, name = str(meta["namespace"]), str(meta["name"])
+        ns, name, uid = str(meta["namespace"]), str(meta["name"]), _uid(item)
+        if uid is not None:
+            op.uids.setdefault((ns, name), uid)
+        if uid is None or not op.in_shard(uid, index):
+            continue
         # One already running or queued (a deferred request) started after this replica
         # took the Lease, which is all this safety net asks for.
         if not run.busy(ns, name) and run.reconciler.due(ns, name, meta.get("resourceVersion")):
@@ -206,12 +245,16 @@ def resync_due(op: Operator) -> int:
     """One resync tick: request a pass of every EdgeModel :meth:`Reconciler.due` says needs one.
 
     Answered from memory (the resourceVersions the watch delivered), with no API call;
-    nothing while this replica does not lead. Returns how many were requested.
+    only EdgeModels of the shards this replica holds. Returns how many were requested.
     """
     if not op.is_leader():
         return 0
     run = op.runner
-    due = [k for k, rv in list(op.versions.items()) if not run.busy(*k) and run.reconciler.due(*k, rv)]
+    due = [
+        k
+        for k, rv in list(op.versions.items())
+        if op.owns(*k) and not run.busy(*k) and run.reconciler.due(*k, rv)
+    ]
     for namespace, name in due:
         run.submit(namespace, name)
     return len(due)
@@ -246,34 +289,37 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     reconciler = reconcile.Reconciler(
         client, config, operator_metrics=operator_metrics, watched_kinds=WATCHED_KINDS
     )
-    elector = None
+    shards = None
     if config.leader_election:
-        elector = leader.LeaderElector(
+        shards = leader.Shards(
             client,
             namespace=config.lease_namespace,
             name=config.lease_name,
             identity=config.identity,
             duration_seconds=config.lease_duration_seconds,
+            shards=config.shards,
+            patience_seconds=config.shard_takeover_seconds,
         )
     run = runner.Runner(
         reconciler,
-        is_leader=(lambda: elector.is_leader) if elector is not None else (lambda: True),
+        owns=lambda namespace, name: op.owns(namespace, name),  # noqa: PLW0108 - op is bound below
         workers=config.reconcile_workers,
     )
-    op = Operator(settings=config, runner=run, metrics=operator_metrics, elector=elector)
-    # A standby makes no write requests: kopf's annotations are written by the leader only.
-    settings.persistence.progress_storage = LeaderProgressStorage(op.is_leader, prefix="edgeml.dev")
+    op = Operator(settings=config, runner=run, metrics=operator_metrics, shards=shards)
+    # Only the shard's holder writes: kopf's annotations are written by it alone.
+    settings.persistence.progress_storage = LeaderProgressStorage(op.owns_body, prefix="edgeml.dev")
     settings.persistence.diffbase_storage = LeaderDiffBaseStorage(
-        op.is_leader, prefix="edgeml.dev", key="last-handled-configuration"
+        op.owns_body, prefix="edgeml.dev", key="last-handled-configuration"
     )
-    if elector is not None:
+    if shards is not None:
         op.lease_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
-        op.tasks.append(asyncio.create_task(_lead_forever(op, elector, op.lease_executor)))
+        op.tasks.append(asyncio.create_task(_lead_forever(op, shards, op.lease_executor)))
     else:
         operator_metrics.leader.set(1)
+        operator_metrics.shard_leader.labels("0").set(1)
     op.tasks.append(asyncio.create_task(_resync_forever(op)))
     memo[MEMO_OPERATOR] = op
-    log.info("Started edgemodel-operator as %s", config.identity)
+    log.info("Started edgemodel-operator as %s (%d shards)", config.identity, config.shards)
 
 
 @kopf.on.cleanup()
@@ -287,16 +333,21 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await op.runner.close()
-    if op.elector is not None and op.lease_executor is not None:
-        await asyncio.get_running_loop().run_in_executor(op.lease_executor, op.elector.release)
+    if op.shards is not None and op.lease_executor is not None:
+        await asyncio.get_running_loop().run_in_executor(op.lease_executor, op.shards.release)
         op.lease_executor.shutdown(wait=False)
 
 
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await _reconcile(_operator(memo).runner, namespace, name)
+async def changed(
+    namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    op = _operator(memo)
+    if namespace is not None and name is not None and uid:
+        op.uids[(namespace, name)] = uid
+    await _reconcile(op.runner, namespace, name)
 
 
 def _essence(obj: Any) -> str:
@@ -333,11 +384,16 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
     key = (namespace, name)
     if kind == "DELETED":
         op.versions.pop(key, None)
+        op.uids.pop(key, None)
+        op.runner.discard(namespace, name)
         op.runner.reconciler.forget(namespace, name)
         op.metrics.forget(namespace, name)
         return
     if kind not in ("MODIFIED", "ADDED"):
         return
+    uid = _uid(obj)
+    if uid is not None:
+        op.uids[key] = uid
     previous = op.versions.get(key)
     current = op.versions[key] = (obj.get("metadata") or {}).get("resourceVersion")
     now = datetime.datetime.now(datetime.UTC)
@@ -356,7 +412,7 @@ async def reported(event: kopf.RawEvent, namespace: str | None, name: str, memo:
             # now, and none from the resync for it either.
             op.runner.reconciler.absorb(namespace, name, previous, current)
         return
-    # Remembered only once a reconcile has seen it: a request deferred (not leading),
+    # Remembered only once a reconcile has seen it: a request deferred (not its shard's holder),
     # folded into a run already going, or failed leaves it unremembered, so the next
     # event with the same reports asks again (kopf does not retry event handlers).
     outcome = None

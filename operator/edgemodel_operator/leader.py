@@ -10,6 +10,11 @@ the holder's renewTime with this replica's wall clock, so clock skew between nod
 cannot hand the Lease over early or late. A released Lease has no holder and may be
 taken at once.
 
+:class:`Shards` runs one elector per shard (:mod:`edgemodel_operator.shard`): a replica
+that holds no shard takes the first free or expired one at once; one that holds a shard
+takes another only after it has stayed free ``patience`` seconds longer, so a standby or
+a starting replica gets it first and a shard whose replica is gone is still served.
+
 I/O: the Lease, through :class:`edgemodel_operator.kube.Kube`.
 """
 
@@ -21,9 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgemodel_operator import kube, observe
+from edgemodel_operator import kube, observe, shard
 
-__all__ = ["LeaderElector"]
+__all__ = ["LeaderElector", "Shards"]
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +86,20 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
-    def step(self) -> bool:
-        """Try once to acquire or renew the Lease; return whether this replica leads."""
+    def step(self, patience: float = 0.0) -> bool:
+        """Try once to acquire or renew the Lease; return whether this replica leads.
+
+        ``patience``: take a Lease held by another (or by none) only once it has been
+        expired (or free, or absent) for this many seconds more; renewal never waits.
+        """
         now = self._wall_clock()
         started = self._clock()  # the deadline counts from before the write, never after
         was_leader = self.is_leader
         try:
             lease = self._kube.get("Lease", self.namespace, self.name)
+            if lease is None and patience > 0 and self._clock() < self._observe({}) + patience:
+                self._leading_until = None
+                return False
             if lease is None:
                 self._kube.create(
                     "Lease",
@@ -104,7 +116,7 @@ class LeaderElector:
                 holder = spec.get("holderIdentity")
                 seen_at = self._observe(spec)
                 duration = float(spec.get("leaseDurationSeconds") or 15)
-                expired = not holder or self._clock() >= seen_at + duration
+                expired = self._clock() >= seen_at + (duration if holder else 0.0) + patience
                 if holder != self.identity and not expired:
                     self._leading_until = None
                     return False
@@ -135,3 +147,91 @@ class LeaderElector:
                 self._kube.replace("Lease", self.namespace, self.name, lease)
         except kube.ApiException as exc:
             log.warning("Failed to release leader Lease: %s", exc.reason)
+
+
+class Shards:
+    """This replica's hold on the shards' Leases: at most one taken per round, none given up.
+
+    With one shard this is one :class:`LeaderElector` on ``name`` itself, as before sharding.
+    """
+
+    def __init__(
+        self,
+        client: kube.Kube,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration_seconds: float,
+        shards: int = 1,
+        patience_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime.datetime] = _now,
+    ) -> None:
+        self.count = shards
+        self.patience = patience_seconds
+        self.electors = [
+            LeaderElector(
+                client,
+                namespace=namespace,
+                name=shard.lease_name(name, i, shards),
+                identity=identity,
+                duration_seconds=duration_seconds,
+                clock=clock,
+                wall_clock=wall_clock,
+            )
+            for i in range(shards)
+        ]
+
+    @property
+    def duration(self) -> datetime.timedelta:
+        return self.electors[0].duration
+
+    @property
+    def held(self) -> frozenset[int]:
+        """The shards whose Lease this replica holds now."""
+        return frozenset(i for i, e in enumerate(self.electors) if e.is_leader)
+
+    def holds(self, index: int) -> bool:
+        return self.electors[index].is_leader
+
+    def owns(self, uid: str | None) -> bool:
+        """Whether this replica holds the shard of the EdgeModel with this UID.
+
+        With one shard the UID is not needed; with more, an unknown UID is owned by none.
+        """
+        if self.count == 1:
+            return self.electors[0].is_leader
+        return uid is not None and self.electors[shard.of(uid, self.count)].is_leader
+
+    def step(self) -> tuple[frozenset[int], frozenset[int]]:
+        """One round: renew what this replica holds, then try to take one more shard.
+
+        A replica holding none tries every shard in order and takes the first it can;
+        one holding some takes one only after ``patience_seconds`` more. Returns the
+        shards (gained, lost) in this round. An elector that fails is logged and counts
+        as not held this round (its hold lapses on its own clock).
+        """
+        before = self.held
+        for i in sorted(before):
+            self._step(i, 0.0)
+        renewed = self.held
+        for i, _elector in enumerate(self.electors):
+            if i not in renewed and self._step(i, self.patience if renewed else 0.0):
+                break
+        after = self.held
+        for i in sorted(before - after):
+            log.warning("Lost the Lease %s/%s", self.electors[i].namespace, self.electors[i].name)
+        return after - before, before - after
+
+    def _step(self, index: int, patience: float) -> bool:
+        try:
+            return self.electors[index].step(patience)
+        except Exception:
+            log.exception("Leader election step on Lease %s failed", self.electors[index].name)
+            return False
+
+    def release(self) -> None:
+        """Give up every held Lease, so standbys take over at once."""
+        for elector in self.electors:
+            elector.release()

@@ -86,7 +86,15 @@ class OperatorMetrics:
             registry=registry,
         )
         self.leader = prom.Gauge(
-            "edgemodel_operator_leader", "1 while this replica holds the leader Lease", registry=registry
+            "edgemodel_operator_leader",
+            "1 while this replica holds the leader Lease (with shards: the Lease of any shard)",
+            registry=registry,
+        )
+        self.shard_leader = prom.Gauge(
+            "edgemodel_operator_shard_leader",
+            "1 while this replica holds the Lease of the shard (0 to shards - 1)",
+            ["shard"],
+            registry=registry,
         )
         labels = ["namespace", "edgemodel"]
         self.drift_rmse = prom.Gauge(

@@ -3,10 +3,11 @@
 Any number of triggers (kopf handlers, the timer, watches of children) may ask for a
 reconcile of the same EdgeModel at once. One runs at a time per EdgeModel; requests that
 arrive meanwhile collapse into a single follow-up run. Nothing runs unless this replica
-leads, but nothing asked for is lost either:
+owns the EdgeModel (holds the Lease of its shard), but nothing asked for is lost either:
 
-- a request made while this replica does not lead is *deferred*, and :meth:`Runner.resume`
-  (called after every Lease step that leads) runs every deferred one;
+- a request made while this replica does not own the EdgeModel is *deferred*, and
+  :meth:`Runner.resume` (called after every Lease round that holds a shard) runs every
+  deferred one it now owns;
 - a reconcile that raises is retried after a backoff (``retry_base_seconds`` doubling up
   to ``retry_max_seconds``), except an invalid spec, which only a spec change can fix.
   This is the only retry of a failed pass: the kopf handlers raise nothing to kopf for
@@ -47,13 +48,13 @@ class Runner:
         self,
         reconciler: Reconciler,
         *,
-        is_leader: Callable[[], bool],
+        owns: Callable[[str, str], bool],
         workers: int = 8,
         retry_base_seconds: float = 2.0,
         retry_max_seconds: float = 60.0,
     ) -> None:
         self.reconciler = reconciler
-        self._is_leader = is_leader
+        self._owns = owns
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="reconcile"
         )
@@ -69,7 +70,7 @@ class Runner:
 
     @property
     def deferred(self) -> frozenset[Key]:
-        """Requests made while this replica did not lead, waiting for :meth:`resume`."""
+        """Requests made while this replica did not own their EdgeModel, waiting for :meth:`resume`."""
         return frozenset(self._deferred)
 
     @property
@@ -89,13 +90,13 @@ class Runner:
 
         Returns the outcome of a reconcile this call ran; None when the EdgeModel is gone,
         when the request was folded into a run already going, or when it was deferred
-        because this replica does not lead. Raises what the reconcile raised (after
+        because this replica does not own the EdgeModel. Raises what the reconcile raised (after
         scheduling a retry).
         """
         key = (namespace, name)
-        if not self._is_leader():
+        if not self._owns(namespace, name):
             self._deferred.add(key)
-            log.debug("Deferred the reconcile of EdgeModel %s/%s: not leading", namespace, name)
+            log.debug("Deferred the reconcile of EdgeModel %s/%s: not holding its shard", namespace, name)
             return None
         slot = self._slots.setdefault(key, _Slot())
         if slot.lock.locked():
@@ -106,7 +107,7 @@ class Runner:
         async with slot.lock:
             while True:
                 slot.pending = False
-                if not self._is_leader():
+                if not self._owns(namespace, name):
                     self._deferred.add(key)
                     break
                 try:
@@ -134,14 +135,23 @@ class Runner:
         self.spawn(self._quietly(namespace, name))
 
     def resume(self) -> int:
-        """Run every request deferred while this replica did not lead; return how many."""
-        if not self._deferred or not self._is_leader():
+        """Run every deferred request whose EdgeModel this replica now owns; return how many.
+
+        The others stay deferred: another replica holds their shard (and reconciles them),
+        and they run here only if this replica takes that shard.
+        """
+        keys = {k for k in self._deferred if self._owns(*k)}
+        if not keys:
             return 0
-        keys, self._deferred = self._deferred, set()
+        self._deferred -= keys
         for namespace, name in sorted(keys):
             self.submit(namespace, name)
-        log.info("Running %d reconciles requested while not leading", len(keys))
+        log.info("Running %d reconciles requested while not holding their shard", len(keys))
         return len(keys)
+
+    def discard(self, namespace: str, name: str) -> None:
+        """Forget a deferred request of an EdgeModel that is gone."""
+        self._deferred.discard((namespace, name))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, holding a reference until it ends; :meth:`close` cancels it."""

@@ -99,6 +99,21 @@ class Settings(pydantic.BaseModel):
     """A leader that has not renewed for this long loses the Lease."""
     identity: str = Field(default="edgemodel-operator", min_length=1)
     """This replica's identity in the Lease (the Pod name)."""
+    shards: int = Field(default=1, ge=1, le=64)
+    """Shards the EdgeModels are split into by a hash of their UID, each with its own Lease
+    (``<lease_name>-shard-<i>``); a replica acts only on the shard it holds. 1: one Lease named
+    ``lease_name``, held by one replica that acts on every EdgeModel. More than 1 needs
+    ``leader_election``."""
+    shard_takeover_seconds: float = Field(default=30.0, ge=0)
+    """A replica that already holds a shard takes another, free or expired, only after it has
+    stayed so this much longer (a replica holding none takes it at once): a standby or a
+    starting replica comes first, and a shard whose replica is gone is still served."""
+
+    @pydantic.model_validator(mode="after")
+    def _shards_need_leases(self) -> Settings:
+        if self.shards > 1 and not self.leader_election:
+            raise ValueError("shards > 1 needs leader_election: each shard is held through its Lease")
+        return self
 
     @classmethod
     def load(

@@ -45,7 +45,7 @@ async def _until(predicate: Callable[[], bool]) -> None:
 def test_a_failed_pass_is_retried_once_by_the_runner_and_not_by_kopf(error: BaseException) -> None:
     async def test() -> None:
         rec = Failing(error)
-        run = Runner(rec, is_leader=lambda: True, retry_base_seconds=0.01)  # type: ignore[arg-type]
+        run = Runner(rec, owns=lambda namespace, name: True, retry_base_seconds=0.01)  # type: ignore[arg-type]
         # The handler returns normally: kopf has nothing to retry.
         assert await handlers._reconcile(run, "ns", "em") is None
         assert run.retrying == {("ns", "em")}
@@ -60,7 +60,7 @@ def test_a_failed_pass_is_retried_once_by_the_runner_and_not_by_kopf(error: Base
 def test_an_invalid_spec_is_permanent_and_not_retried() -> None:
     async def test() -> None:
         rec = Failing(InvalidSpecError("bad"))
-        run = Runner(rec, is_leader=lambda: True, retry_base_seconds=0.01)  # type: ignore[arg-type]
+        run = Runner(rec, owns=lambda namespace, name: True, retry_base_seconds=0.01)  # type: ignore[arg-type]
         with pytest.raises(kopf.PermanentError):
             await handlers._reconcile(run, "ns", "em")
         assert not run.retrying and rec.calls == 1

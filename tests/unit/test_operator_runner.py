@@ -57,7 +57,7 @@ async def _until(predicate: Callable[[], bool]) -> None:
 
 
 def _runner(rec: Recorder, leading: Flag, **kw: Any) -> Runner:
-    return Runner(rec, is_leader=leading, **kw)  # type: ignore[arg-type]
+    return Runner(rec, owns=lambda namespace, name: leading(), **kw)  # type: ignore[arg-type]
 
 
 def test_a_request_made_while_not_leading_runs_once_leadership_returns() -> None:
