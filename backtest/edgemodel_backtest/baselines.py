@@ -88,7 +88,7 @@ def replay(
             pending = (done, None)
             return
         events.append(figures.Event(done, "promotion", verdict.reason, version))
-        pending = (now + delay, stream.Served(version, verdict.model))
+        pending = (now + delay, stream.Served(version, verdict.model, verdict.calibration))
 
     for batch in stream.batches(messages, max_size=replica.max_size, max_delay=replica.max_delay):
         now = batch[-1][2]
@@ -117,4 +117,5 @@ def replay(
         events=events,
         threshold=spec.drift.threshold,
         window=spec.drift.window,
+        tunings=replica.tunings,
     )

@@ -21,12 +21,15 @@ import pathlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
 
 from edgemodel import api
+
+if TYPE_CHECKING:
+    from edgemodel_backtest import replay
 
 __all__ = ["backtest", "main"]
 
@@ -173,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{table.when(result.start)} to {table.when(result.end)} UTC; version 1 trained on "
         f"{result.bootstrap_readings} readings ({result.bootstrap_source}), holdout RMSE "
         f"{'n/a' if v1 is None else f'{v1:.3f}'}; threshold {spec.drift.threshold:g}, "
-        f"window {spec.drift.window}, detector {spec.drift.detector}\n"
+        f"window {spec.drift.window}, detector {spec.drift.detector}{_tuning(result)}\n"
     )
     sys.stdout.write(table.render(result.systems))
     print(f"\nreplayed in {seconds:.1f} s", file=sys.stderr)
@@ -209,6 +212,15 @@ def _run(args: argparse.Namespace) -> int:
         args.report.write_text(page, encoding="utf-8")
         print(f"wrote {args.report}", file=sys.stderr)
     return 0
+
+
+def _tuning(result: replay.Result) -> str:
+    """Version 1's Page-Hinkley tuning, as the runtime serves it (`` (calibrated for version 1: ...)``)."""
+    tunings = result.system("loop").tunings
+    if result.spec.drift.detector != "page_hinkley" or not tunings:
+        return ""
+    version, t = tunings[0]
+    return f" ({t.source} for version {version}: delta {t.delta:.3g}, threshold {t.threshold:.3g})"
 
 
 def backtest(parser: argparse.ArgumentParser) -> Runner:

@@ -61,6 +61,9 @@ class Figures:
     events: tuple[Event, ...]
     threshold: float
     window: int
+    tunings: tuple[tuple[str, drift.Tuning], ...] = ()
+    """``(version, tuning)`` of the change detector each time a version started serving
+    (the calibrated tuning of :func:`edgemodel_runtime.drift.resolve_tuning`)."""
 
     def count(self, kind: str) -> int:
         return sum(1 for e in self.events if e.kind == kind)
@@ -79,6 +82,10 @@ class Figures:
             "shareOverThreshold": self.share_over_threshold,
             **{f"{kind}s": self.count(kind) for kind in EVENT_KINDS},
             "events": [e.to_json() for e in self.events],
+            "detectorTunings": [
+                {"version": v, "source": t.source, "delta": t.delta, "threshold": t.threshold}
+                for v, t in self.tunings
+            ],
             "rolling": [[t, r] for t, r in self.rolling],
         }
 
@@ -129,6 +136,7 @@ def build(
     events: Sequence[Event],
     threshold: float,
     window: int,
+    tunings: Sequence[tuple[str, drift.Tuning]] = (),
 ) -> Figures:
     """Figures from outcome ``times`` and ``errors`` (prediction minus truth) and the run's events.
 
@@ -169,4 +177,5 @@ def build(
         events=tuple(sorted(events, key=lambda e: e.time)),
         threshold=threshold,
         window=window,
+        tunings=tuple(tunings),
     )

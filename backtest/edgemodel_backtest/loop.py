@@ -295,7 +295,7 @@ class Loop:
         if verdict.model is not None:
             version = str(self._next_version)
             self._next_version += 1
-            served = stream.Served(version, verdict.model)
+            served = stream.Served(version, verdict.model, verdict.calibration)
         promoted = verdict.outcome == "Promoted"
         result = contracts.TrainingResult(
             outcome=verdict.outcome,  # type: ignore[arg-type]
@@ -440,4 +440,5 @@ class Loop:
             events=self.events,
             threshold=self.spec.drift.threshold,
             window=self.spec.drift.window,
+            tunings=self.replica.tunings,
         )

@@ -117,7 +117,7 @@ def replay_one(task: Task) -> tuple[figures.Figures, float | None]:
         )
         the_loop.run(task.messages)
         return the_loop.figures(), holdout
-    first = stream.Served("1", task.first.model)
+    first = stream.Served("1", task.first.model, task.first.calibration)
     o = task.options
     out = baselines.replay(
         task.kind, task.spec, task.messages, first=first, primer=task.primer, period=o.period, timing=o.timing

@@ -10,7 +10,10 @@ The steps are the trainer's own (:mod:`edgemodel_trainer.pipeline`), minus MLflo
 2. rows by :func:`edgemodel.features.build_training_frame`;
 3. :func:`edgemodel_trainer.gate.challenge`: fit on the older part, score it and the
    champion (:func:`edgemodel_trainer.gate.score`, the model in memory) on the newest
-   part, decide with the promotion margin.
+   part, decide with the promotion margin;
+4. the detector calibration on the challenger's holdout
+   (:func:`edgemodel_trainer.calibration.on_holdout`), which the trainer records with
+   the version and the runtime tunes its change detector from.
 
 What is left out, because nothing is stored: registering the version, the skops round
 trip and the alias check. A challenger is therefore never refused for its artifact here.
@@ -26,10 +29,10 @@ from typing import Any
 
 import pandas as pd
 
-from edgemodel import api, features
+from edgemodel import api, contracts, features
 from edgemodel_backtest import stream
 from edgemodel_runtime import payloads
-from edgemodel_trainer import data, gate, train
+from edgemodel_trainer import calibration, data, gate, train
 
 __all__ = ["Verdict", "table", "train_on"]
 
@@ -46,6 +49,8 @@ class Verdict:
     holdout_rmse: float | None = None
     champion_rmse: float | None = None
     samples: int = 0
+    calibration: contracts.DetectorCalibration | None = None
+    """Measured on the challenger's holdout, as the trainer measures it for every version it registers."""
 
 
 def table(readings: Sequence[payloads.Reading], fields: Sequence[str]) -> pd.DataFrame:
@@ -107,4 +112,5 @@ def train_on(
         holdout_rmse=judged.challenger_rmse,
         champion_rmse=judged.champion.rmse,
         samples=len(frame),
+        calibration=calibration.on_holdout(judged.model, judged.holdout),
     )

@@ -9,7 +9,10 @@ against an independent computation, never against numbers written here:
 - the static baseline's overall RMSE is version 1 (the trainer's gate, fitted on the
   first fifth) scored on the replayed rows by the shared feature builder;
 - every system sees the same outcomes; counts match the listed events; the printed table
-  matches the JSON.
+  matches the JSON;
+- every system's change detector serves version 1 tuned as the runtime tunes it: from the
+  calibration the trainer measures on version 1's holdout
+  (``edgemodel_trainer.calibration.on_holdout``, then ``edgemodel_runtime.drift.calibrated_tuning``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import yaml
 from river import datasets
 
 from edgemodel import api, features
-from edgemodel_trainer import gate
+from edgemodel_runtime import drift
+from edgemodel_trainer import calibration, gate
 from tests import browser
 
 pytestmark = pytest.mark.browser
@@ -59,8 +63,11 @@ def write_history(path: pathlib.Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def static_rmse_by_hand(rows: list[dict[str, str]], spec: api.EdgeModelSpec) -> tuple[float, int]:
-    """Version 1 from the first fifth (the trainer's gate), scored on the rest with the shared features."""
+def static_rmse_by_hand(
+    rows: list[dict[str, str]], spec: api.EdgeModelSpec
+) -> tuple[float, int, drift.Tuning]:
+    """Version 1 from the first fifth (the trainer's gate), scored on the rest with the shared features;
+    and its change detector's tuning from the calibration on its holdout."""
     from datetime import datetime  # noqa: PLC0415
 
     fspec = features.FeatureSpec(features=("flow", "hour"), target="flow", horizon=1, lags=24)
@@ -78,7 +85,10 @@ def static_rmse_by_hand(rows: list[dict[str, str]], spec: api.EdgeModelSpec) -> 
     whole = features.build_training_frame(fspec, [("branch", ts, v) for ts, v in readings])
     later = whole.timestamps >= readings[cut][0]
     errors = v1.model.predict(whole.x[later]) - whole.y[later]
-    return float(np.sqrt(np.mean(errors**2))), int(later.sum())
+    measured = calibration.on_holdout(v1.model, v1.holdout)
+    assert measured is not None
+    tuning = drift.calibrated_tuning(measured, spec.drift.threshold)
+    return float(np.sqrt(np.mean(errors**2))), int(later.sum()), tuning
 
 
 def test_backtest_on_waterflow_prints_writes_and_renders_consistent_figures(tmp_path: pathlib.Path):
@@ -113,7 +123,7 @@ def test_backtest_on_waterflow_prints_writes_and_renders_consistent_figures(tmp_
     outcomes = {s["outcomes"] for s in systems.values()}
     assert len(outcomes) == 1, outcomes
     spec = api.EdgeModelSpec.model_validate(yaml.safe_load(MANIFEST.read_text())["spec"])
-    expected, rows_scored = static_rmse_by_hand(rows, spec)
+    expected, rows_scored, tuning = static_rmse_by_hand(rows, spec)
     assert outcomes == {rows_scored}
     static = systems["static"]
     assert math.isclose(static["overallRmse"], expected, rel_tol=1e-9), (expected, static["overallRmse"])
@@ -134,6 +144,19 @@ def test_backtest_on_waterflow_prints_writes_and_renders_consistent_figures(tmp_
         line = next(row for row in proc.stdout.splitlines() if row.startswith(f"{name} "))
         assert f"{s['overallRmse']:.3f}" in line and f"{s['finalRollingRmse']:.3f}" in line
     assert systems["static"]["retrains"] == 0
+
+    # Version 1's change detector is tuned from its holdout calibration, in every system, as served.
+    v1_tuning = {"version": "1", "source": "calibrated", "delta": tuning.delta, "threshold": tuning.threshold}
+    for name, s in systems.items():
+        first = s["detectorTunings"][0]
+        assert first["version"] == "1" and first["source"] == "calibrated", (name, first)
+        assert all(math.isclose(first[k], v1_tuning[k], rel_tol=1e-9) for k in ("delta", "threshold")), (
+            name, first, v1_tuning,
+        )  # fmt: skip
+        assert all(t["source"] == "calibrated" for t in s["detectorTunings"]), name
+    assert len(systems["static"]["detectorTunings"]) == 1
+    header = f"(calibrated for version 1: delta {tuning.delta:.3g}, threshold {tuning.threshold:.3g})"
+    assert header in proc.stdout
     assert systems["loop"]["detections"] >= 1, "WaterFlow's anomalies raise no drift at threshold 1.0"
 
     # The report: self-contained, and it renders in Chromium with every series and no script error.
