@@ -227,6 +227,35 @@ def test_template_full_values(helm_env):
         assert metric in exprs, metric
 
 
+def _lease_names(docs: list[dict[str, Any]]) -> list[str]:
+    (role,) = [d for d in by_kind(docs)["Role"] if d["metadata"]["name"] == "em-edgemodel-leader"]
+    return [n for rule in role["rules"] for n in rule.get("resourceNames", [])]
+
+
+def test_template_shards(helm_env):
+    """One shard is the one leader Lease of before; N shards: N Leases by name, at least N replicas."""
+    docs = template(helm_env)
+    assert container_env(one(docs, "Deployment"))["EDGEMODEL_SHARDS"] == "1"
+    assert _lease_names(docs) == ["em-edgemodel"]
+
+    docs = template(helm_env, "--set", "shards=3", "--set", "leaderElection.leaseName=em-leader")
+    dep = one(docs, "Deployment")
+    env = container_env(dep)
+    assert (env["EDGEMODEL_SHARDS"], env["EDGEMODEL_SHARD_TAKEOVER_SECONDS"]) == ("3", "30")
+    assert env["EDGEMODEL_LEASE_NAME"] == "em-leader"
+    assert dep["spec"]["replicas"] == 3  # replicaCount 1, raised to one per shard
+    assert _lease_names(docs) == ["em-leader-shard-0", "em-leader-shard-1", "em-leader-shard-2"]
+    assert "PodDisruptionBudget" in by_kind(docs)
+
+    docs = template(helm_env, "--set", "shards=2", "--set", "replicaCount=3")
+    assert one(docs, "Deployment")["spec"]["replicas"] == 3  # a standby beside the two shards
+
+    argv = [str(binaries.find("helm")), "template", "em", str(CHART), "--kube-version", KUBE_VERSION]
+    proc = subprocess.run([*argv, "--set", "shards=2", "--set", "leaderElection.enabled=false"],
+                          capture_output=True, text=True, env=helm_env, timeout=60, check=False)  # fmt: skip
+    assert proc.returncode != 0 and "shards > 1 needs leaderElection.enabled" in proc.stderr, proc.stderr
+
+
 def test_prometheusrule_example_matches_chart(helm_env):
     """deploy/alerts/prometheusrule.yaml is the chart's rule group with its default values."""
     docs = template(helm_env, "--set", "prometheusRule.enabled=true")
@@ -239,7 +268,8 @@ def test_prometheusrule_example_matches_chart(helm_env):
 @pytest.mark.parametrize(
     ("setting", "field"),
     [("replicaCount=0", "/replicaCount"), ("logLevel=LOUD", "/logLevel"),
-     ("image.pullPolicy=Sometimes", "/image/pullPolicy"), ("prometheusRule.driftedFor=soon", "driftedFor")],
+     ("image.pullPolicy=Sometimes", "/image/pullPolicy"), ("prometheusRule.driftedFor=soon", "driftedFor"),
+     ("shards=0", "/shards")],
 )  # fmt: skip
 def test_values_schema_refuses_bad_values(helm_env, setting, field):
     argv = [str(binaries.find("helm")), "template", "em", str(CHART), "--kube-version", KUBE_VERSION]

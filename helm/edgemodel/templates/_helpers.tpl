@@ -83,6 +83,32 @@ The leader Lease's name.
 {{- end }}
 
 {{/*
+The Leases the operator holds, as a JSON list: the leader Lease itself with one shard,
+else <leaseName>-shard-0 ... <leaseName>-shard-<shards - 1> (edgemodel_operator.shard).
+*/}}
+{{- define "edgemodel.leaseNames" -}}
+{{- $base := include "edgemodel.leaseName" . -}}
+{{- $shards := int .Values.shards -}}
+{{- if eq $shards 1 -}}
+{{- list $base | toJson -}}
+{{- else -}}
+{{- $names := list -}}
+{{- range $i := until $shards }}{{ $names = append $names (printf "%s-shard-%d" $base $i) }}{{ end -}}
+{{- $names | toJson -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Operator replicas: replicaCount, and at least one per shard.
+*/}}
+{{- define "edgemodel.replicas" -}}
+{{- if and (gt (int .Values.shards) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail "shards > 1 needs leaderElection.enabled: each shard is held through its Lease" -}}
+{{- end -}}
+{{- max (int .Values.replicaCount) (int .Values.shards) -}}
+{{- end }}
+
+{{/*
 The namespaces the operator watches, comma-separated: watchNamespace and watchNamespaces
 together, without repeats. Empty: every namespace (cluster-wide mode).
 */}}
