@@ -6,14 +6,18 @@ API server's optimistic concurrency, injected clocks): no real time passes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime
 import doctest
 import uuid
+from typing import Any, cast
 
+import kopf
+import prometheus_client
 import pytest
 
-from edgemodel_operator import shard
+from edgemodel_operator import handlers, metrics, runner, shard
 from edgemodel_operator.leader import Shards
 from edgemodel_operator.settings import Settings, SettingsError
 from tests.unit.test_operator_leader import DURATION, T0, Leases
@@ -148,3 +152,71 @@ def test_without_a_standby_the_survivor_serves_the_orphaned_shard() -> None:
         assert rounds * 3 <= PATIENCE + 6
     assert rounds * 3 >= PATIENCE
     assert all(a.shards.owns(uid) for uid in UIDS[:50])
+
+
+# ---------------------------------------------------------------------------- the kopf wiring
+
+
+class Passes:
+    """Stands in for the Reconciler: every EdgeModel is due; records the passes asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def due(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        return True
+
+    def reconcile(self, namespace: str, name: str) -> object:
+        self.calls.append((namespace, name))
+        return object()
+
+
+def _operator_holding_shard_0() -> tuple[handlers.Operator, Passes, list[str], list[str]]:
+    leases = Leases()
+    replica = Replica(leases, "a")
+    assert replica.shards.step() == (frozenset({0}), frozenset())
+    passes = Passes()
+    op: handlers.Operator
+    run = runner.Runner(passes, owns=lambda ns, name: op.owns(ns, name))  # type: ignore[arg-type]  # noqa: PLW0108
+    op = handlers.Operator(
+        settings=Settings(shards=2),
+        runner=run,
+        metrics=metrics.OperatorMetrics(prometheus_client.CollectorRegistry()),
+        shards=replica.shards,
+    )
+    mine = [u for u in UIDS[:40] if shard.of(u, 2) == 0]
+    theirs = [u for u in UIDS[:40] if shard.of(u, 2) == 1]
+    for uid in UIDS[:40]:
+        op.uids[("ns", uid)] = uid  # named by their UID, for the test
+        op.versions[("ns", uid)] = "1"
+    return op, passes, mine, theirs
+
+
+def test_kopf_annotations_are_written_only_for_the_shard_held() -> None:
+    op, _, mine, theirs = _operator_holding_shard_0()
+    diffbase = handlers.LeaderDiffBaseStorage(
+        op.owns_body, prefix="edgeml.dev", key="last-handled-configuration"
+    )
+    progress = handlers.LeaderProgressStorage(op.owns_body, prefix="edgeml.dev")
+    for uid in (mine[0], theirs[0]):
+        body = kopf.Body({"metadata": {"uid": uid, "name": uid, "namespace": "ns"}, "spec": {"a": 1}})
+        patch = kopf.Patch()
+        diffbase.store(body=body, patch=patch, essence=cast(Any, {"spec": {"a": 1}}))
+        progress.store(body=body, patch=patch, key=cast(Any, "changed"), record=cast(Any, {"started": "x"}))
+        assert bool(patch) == (uid in mine), patch
+
+
+def test_a_resync_tick_and_the_runner_pass_only_the_shard_held() -> None:
+    op, passes, mine, theirs = _operator_holding_shard_0()
+
+    async def tick() -> None:
+        assert handlers.resync_due(op) == len(mine)
+        while len(passes.calls) < len(mine):
+            await asyncio.sleep(0.01)
+        assert await op.runner.request("ns", theirs[0]) is None  # deferred: another replica's shard
+        await op.runner.close()
+
+    asyncio.run(asyncio.wait_for(tick(), 10))
+    assert sorted(name for _, name in passes.calls) == sorted(mine)
+    assert op.runner.deferred == {("ns", theirs[0])}
+    assert op.runner.resume() == 0  # still not this replica's shard
