@@ -14,6 +14,12 @@ retrains and promotes while it is measured. Timed in one run, on the same readin
   (:func:`edgemodel_backtest.history.parse`).
 
 The goal (issue 15): the whole backtest of 100,000 readings in under a minute on 2 cores.
+
+An A/B of the prediction path, on the same readings in the same run (each arm twice,
+interleaved, the lower figure kept): the bare pipeline as it runs (ridge predictions by
+``edgemodel_runtime.inference.linear_predict``, scikit-learn's arithmetic without its input
+validation), against the same model behind a plain ``predict`` (scikit-learn's validated
+path, as before), and that under ``sklearn.config_context(assume_finite=True)``.
 """
 
 from __future__ import annotations
@@ -54,6 +60,22 @@ def plant(devices: int, seconds: int, seed: int = 0) -> list[dict[str, str | Non
             y = gain * x + offset + rng.gauss(0, 0.05)
             rows.append({"device": f"d{k}", "ts": repr(START + i), "x": repr(x), "y": repr(y)})
     return rows
+
+
+class _Validated:
+    """The model behind a plain ``predict``: the runtime's fast path does not recognise it."""
+
+    def __init__(self, model: Any, *, assume_finite: bool = False) -> None:
+        self.model = model
+        self.assume_finite = assume_finite
+
+    def predict(self, x: Any) -> Any:
+        if not self.assume_finite:
+            return self.model.predict(x)
+        import sklearn  # noqa: PLC0415 - loaded with the model already
+
+        with sklearn.config_context(assume_finite=True):
+            return self.model.predict(x)
 
 
 def _cpu() -> float:
@@ -97,12 +119,28 @@ def measure(devices: int, seconds: int) -> dict[str, Any]:
     the_loop.run(messages)
     loop_s, loop_cpu = time.perf_counter() - t, _cpu() - c
 
-    bare = stream.Replica(spec)
-    bare.serve(first)
-    t, c = time.perf_counter(), _cpu()
-    for batch in stream.batches(messages, max_size=bare.max_size, max_delay=bare.max_delay):
-        bare.feed(batch, now=batch[-1][2])
-    bare_s, bare_cpu = time.perf_counter() - t, _cpu() - c
+    def bare(model: Any) -> tuple[float, float, list[float]]:
+        replica = stream.Replica(spec)
+        replica.serve(stream.Served(first.version, model, first.calibration))
+        t, c = time.perf_counter(), _cpu()
+        for batch in stream.batches(messages, max_size=replica.max_size, max_delay=replica.max_delay):
+            replica.feed(batch, now=batch[-1][2])
+        return time.perf_counter() - t, _cpu() - c, replica.outcomes.errors
+
+    arms = {
+        "fast": first.model,
+        "validated": _Validated(first.model),
+        "assume_finite": _Validated(first.model, assume_finite=True),
+    }
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
+    errors: dict[str, list[float]] = {}
+    for _ in range(2):  # interleaved, so that a change of the machine's load hits every arm
+        for name, model in arms.items():
+            wall, cpu, errors[name] = bare(model)
+            runs[name].append((wall, cpu))
+    best = {name: (min(w for w, _ in r), min(c for _, c in r)) for name, r in runs.items()}
+    bare_s, bare_cpu = best["fast"]
+    identical = errors["fast"] == errors["validated"] == errors["assume_finite"]
 
     figures = {s.name: s for s in result.systems}
     loop_figures = figures["loop"]
@@ -115,6 +153,8 @@ def measure(devices: int, seconds: int) -> dict[str, Any]:
         "cpu_seconds": {
             "parse": parse_cpu,
             "bare_pipeline": bare_cpu,
+            "bare_pipeline_validated_predict": best["validated"][1],
+            "bare_pipeline_assume_finite": best["assume_finite"][1],
             "loop": loop_cpu,
             "whole_backtest": backtest_cpu,
             "whole_backtest_parallel": parallel_cpu,
@@ -123,6 +163,10 @@ def measure(devices: int, seconds: int) -> dict[str, Any]:
         "whole_over_bare_cpu": common.ratio(backtest_cpu, bare_cpu),
         "parse_seconds": parse_s,
         "bare_pipeline_seconds": bare_s,
+        "bare_pipeline_validated_predict_seconds": best["validated"][0],
+        "bare_pipeline_assume_finite_seconds": best["assume_finite"][0],
+        "bare_runs": runs,
+        "prediction_paths_identical": identical,
         "loop_seconds": loop_s,
         "whole_backtest_seconds": backtest_s,
         "whole_backtest_parallel_seconds": parallel_s,
@@ -148,7 +192,13 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
     devices, seconds = (4, 500) if quick else (DEVICES, SECONDS)
     d = measure(devices, seconds)
     cpu = d["cpu_seconds"]
+    wall_v, cpu_v = d["bare_pipeline_validated_predict_seconds"], cpu["bare_pipeline_validated_predict"]
+    wall_f, cpu_f = d["bare_pipeline_assume_finite_seconds"], cpu["bare_pipeline_assume_finite"]
     rows = [
+        ["bare pipeline, before: scikit-learn's validated predict", wall_v,
+         common.ratio(wall_v, d["bare_pipeline_seconds"]), cpu_v, common.ratio(cpu_v, cpu["bare_pipeline"])],
+        ["bare pipeline, before, predict under assume_finite=True", wall_f,
+         common.ratio(wall_f, d["bare_pipeline_seconds"]), cpu_f, common.ratio(cpu_f, cpu["bare_pipeline"])],
         ["bare pipeline (baseline): one replica, one fixed model", d["bare_pipeline_seconds"], 1.0,
          cpu["bare_pipeline"], 1.0],
         ["loop: pipeline + operator plan + retraining Jobs", d["loop_seconds"], d["loop_over_bare"],
@@ -179,6 +229,8 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         "seconds much less.\n\n"
         + common.markdown_table(["what", "wall s", "× bare (wall)", "CPU s", "× bare (CPU)"], table)
         + f"\n\n{goal} "
+        f"The three prediction paths gave identical errors: {d['prediction_paths_identical']} "
+        "(each bare-pipeline arm ran twice, interleaved; the lower wall and CPU figures are shown). "
         f"Checking the rows took {d['parse_seconds']:.2f} s. The loop detected "
         f"{d['loop']['detections']}, retrained {d['loop']['retrains']} and promoted "
         f"{d['loop']['promotions']} times; overall RMSE {d['loop']['overall_rmse']:.3f} against "

@@ -13,6 +13,10 @@ serves a whole batch while every device's readings are still handled in order:
    (prediction against true value) whose prediction now exists, including those made
    earlier in the same batch.
 
+:class:`Predictor` makes the predictions of step 2: the model's own ``predict``, or, for
+the trainer's ridge model, the same arithmetic without scikit-learn's input validation,
+once it gave identical predictions on a real batch.
+
 :class:`MicroBatcher` hands a consumer up to ``max_size`` items, waiting at most
 ``max_delay`` after the first one.
 
@@ -23,10 +27,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +39,7 @@ import numpy.typing as npt
 from edgemodel import features
 from edgemodel_runtime import payloads
 
-__all__ = ["Inference", "MicroBatcher", "Outcome", "Pending", "Plan"]
+__all__ = ["Inference", "MicroBatcher", "Outcome", "Pending", "Plan", "Predictor", "linear_predict"]
 
 T = TypeVar("T")
 
@@ -176,6 +181,93 @@ class Inference:
             if slot.prediction is not None and slot.version is not None:
                 outcomes.append(Outcome(slot.device, slot.version, slot.prediction, truth))
         return outcomes
+
+
+Matrix = npt.NDArray[np.float64]
+
+
+def linear_predict(model: object) -> Callable[[Matrix], Matrix] | None:
+    """The arithmetic of a fitted ``StandardScaler`` + ``Ridge`` pipeline without its input checks; else None.
+
+    scikit-learn validates every ``predict`` input (type, shape, finiteness, feature
+    names) in each step: on the runtime's 20-row batches that is most of the call
+    (``BENCHMARKS.md`` section 6). The runtime's rows need none of it: the payload parser
+    refuses non-finite values, and the rows are float64 with the model's columns (checked
+    here). The operations are scikit-learn's own, in its order (``(x - mean_) / scale_``,
+    then ``@ coef_ + intercept_``), so the predictions are the same floats. Only these
+    exact types qualify (the trainer's ``ridge``); anything else, and scikit-learn not
+    imported at all, gets None. The module never imports scikit-learn itself.
+
+    >>> linear_predict(object()) is None
+    True
+    """
+    pipelines = sys.modules.get("sklearn.pipeline")
+    preprocessing = sys.modules.get("sklearn.preprocessing")
+    linear = sys.modules.get("sklearn.linear_model")
+    if pipelines is None or preprocessing is None or linear is None:
+        return None
+    if type(model) is not pipelines.Pipeline:
+        return None
+    steps: Any = getattr(model, "steps", None)
+    if not isinstance(steps, list) or len(steps) != 2:
+        return None
+    (_, scaler), (_, ridge) = steps
+    if type(scaler) is not preprocessing.StandardScaler or type(ridge) is not linear.Ridge:
+        return None
+    coef = getattr(ridge, "coef_", None)
+    if not isinstance(coef, np.ndarray) or coef.ndim != 1 or coef.dtype != np.float64:
+        return None
+    width = coef.shape[0]
+    mean = scaler.mean_ if scaler.with_mean else None
+    scale = scaler.scale_ if scaler.with_std else None
+    for part in (mean, scale):
+        if part is not None and (not isinstance(part, np.ndarray) or part.shape != (width,)):
+            return None
+    intercept = ridge.intercept_
+
+    def predict(x: Matrix) -> Matrix:
+        if x.ndim != 2 or x.shape[1] != width or x.dtype != np.float64:
+            raise ValueError(f"expected float64 rows of {width} columns, got {x.dtype} {x.shape}")
+        z = x - mean if mean is not None else x.copy()
+        if scale is not None:
+            z /= scale
+        out: Matrix = z @ coef + intercept
+        return out
+
+    return predict
+
+
+class Predictor:
+    """``model.predict`` on the rows of a batch, through :func:`linear_predict` where it is the same.
+
+    The cheaper path is used only after it gave exactly the model's own predictions on the
+    first batch; if it ever did not, this model goes through ``predict`` from then on.
+    Measured by ``python -m bench backtest`` (the bare pipeline, same run, with and
+    without it; ``BENCHMARKS.md`` section 6).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._fast = linear_predict(model)
+        self._checked = False
+
+    @property
+    def fast(self) -> bool:
+        """Whether the cheaper path serves (so far)."""
+        return self._fast is not None
+
+    def __call__(self, x: Matrix) -> Matrix:
+        fast = self._fast
+        if fast is None:
+            return np.asarray(self.model.predict(x), dtype=np.float64)
+        out = fast(x)
+        if not self._checked:
+            reference = np.asarray(self.model.predict(x), dtype=np.float64)
+            if reference.shape != out.shape or not np.array_equal(reference, out):
+                self._fast = None
+                return reference
+            self._checked = True
+        return out
 
 
 class MicroBatcher(Generic[T]):

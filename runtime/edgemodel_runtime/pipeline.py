@@ -134,6 +134,7 @@ class Pipeline:
         self._bootstrap_min = min(training_window, bootstrap_min)
         self._bootstrap_period = bootstrap_period
         self._bootstrap_next = 0.0
+        self._predictor: inference.Predictor | None = None
 
     def adopt_model(self, version: str | None) -> bool:
         """A new model version serves (or none): start drift and PSI over; whether it changed."""
@@ -210,7 +211,10 @@ class Pipeline:
         self, model: Model, plan: inference.Plan
     ) -> tuple[npt.NDArray[np.float64] | None, str | None]:
         try:
-            out = np.asarray(model.model.predict(plan.matrix(len(self.spec.columns))), dtype=np.float64)
+            predictor = self._predictor
+            if predictor is None or predictor.model is not model.model:
+                predictor = self._predictor = inference.Predictor(model.model)
+            out = predictor(plan.matrix(len(self.spec.columns)))
             return out.reshape(len(plan.rows)), None
         except Exception as exc:  # noqa: BLE001 - the stream goes on; history is already kept
             return None, str(exc)
