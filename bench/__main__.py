@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
     p.add_argument("--out", type=pathlib.Path, default=common.RESULTS, help="where results are written")
     p.add_argument("--sizes", default=None, help="operator: comma-separated EdgeModel counts")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="operator: above 1, compare one operator with this many sharded ones (bench/operator_shards.py)",
+    )
     args = p.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so every benchmark's finally stops the processes it started.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -44,11 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         module = importlib.import_module(BENCHMARKS[name])
         try:
-            kwargs = (
+            kwargs: dict[str, object] = (
                 {"sizes": [int(s) for s in args.sizes.split(",")]}
                 if (args.sizes and name == "operator")
                 else {}
             )
+            if name == "operator" and args.shards > 1:
+                module = importlib.import_module("bench.operator_shards")
+                kwargs["shards"] = args.shards
             result = module.run(args.out, quick=args.quick, **kwargs)
         except Exception:
             traceback.print_exc()
