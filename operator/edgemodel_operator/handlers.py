@@ -428,6 +428,14 @@ def _owner(body: Any) -> str | None:
     return str(owner) if owner else None
 
 
+def _owner_uid(body: Any, owner: str) -> str | None:
+    """The UID of the EdgeModel ``owner`` from the child's ownerReferences, if it names it."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == api.KIND and ref.get("name") == owner and ref.get("uid"):
+            return str(ref["uid"])
+    return None
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
@@ -452,6 +460,8 @@ async def child_changed(
     if owner is None or namespace is None or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
         return
     op = _operator(memo)
+    if (namespace, owner) not in op.uids and (uid := _owner_uid(body, owner)) is not None:
+        op.uids[(namespace, owner)] = uid  # a child's event may come before its EdgeModel's
     op.runner.reconciler.observe_child(namespace, owner, kind, body, deleted=event.get("type") == "DELETED")
     fingerprint = observe.child_fingerprint(kind, body)
     if event.get("type") == "ADDED" or (event.get("type") == "MODIFIED" and memo.get("child") == fingerprint):
