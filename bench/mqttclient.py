@@ -12,6 +12,7 @@ I/O: MQTT, stdout.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import json
 import math
@@ -167,6 +168,59 @@ def subscribe(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def subscribe_gmqtt(args: argparse.Namespace) -> dict[str, Any]:
+    """The bare subscriber with gmqtt (asyncio, its own MQTT codec) instead of paho.
+
+    Same contract as :func:`subscribe` (``ready`` once subscribed, then one JSON line), so the
+    benchmark can set the two clients' ceilings side by side in one run. gmqtt acknowledges a
+    QoS 1 message when ``on_message`` returns.
+    """
+    import gmqtt  # noqa: PLC0415 - optional: only this subscriber needs it
+
+    arrivals: list[float] = []
+
+    async def run() -> None:
+        done = asyncio.Event()
+        subscribed = asyncio.Event()
+        c = gmqtt.Client(args.client_id, clean_session=not args.persistent)
+        c.set_auth_credentials(args.username, args.password)
+
+        def on_message(client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+            arrivals.append(time.monotonic())
+            if args.count and len(arrivals) >= args.count:
+                done.set()
+            return 0  # PUBACK reason: success
+
+        c.on_message = on_message
+        c.on_subscribe = lambda *a: subscribed.set()
+        await c.connect(args.host, args.port, keepalive=120)
+        c.subscribe(args.topic, qos=args.qos)
+        await asyncio.wait_for(subscribed.wait(), 10)
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        deadline = time.monotonic() + args.timeout
+        last_n, last_change = 0, time.monotonic()
+        while not (done.is_set() or stop.is_set()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            n = len(arrivals)
+            if n != last_n:
+                last_n, last_change = n, time.monotonic()
+            elif n and args.idle and time.monotonic() - last_change > args.idle:
+                break
+        await c.disconnect()
+
+    asyncio.run(run())
+    out: dict[str, Any] = {"received": len(arrivals), "cpu_seconds": time.process_time(), "library": "gmqtt"}
+    if arrivals:
+        out["first"] = arrivals[0]
+        out["last"] = arrivals[-1]
+        out["arrivals"] = arrivals if args.keep_arrivals else []
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.mqttclient")
     p.add_argument("mode", choices=["publish", "subscribe"])
@@ -191,8 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", action="store_true")
     p.add_argument("--persistent", action="store_true")
     p.add_argument("--keep-arrivals", action="store_true")
+    p.add_argument(
+        "--library", choices=["paho", "gmqtt"], default="paho", help="the subscriber's MQTT client"
+    )
     args = p.parse_args(argv)
-    out = publish(args) if args.mode == "publish" else subscribe(args)
+    if args.mode == "publish":
+        out = publish(args)
+    else:
+        out = subscribe_gmqtt(args) if args.library == "gmqtt" else subscribe(args)
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0

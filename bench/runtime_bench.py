@@ -41,9 +41,13 @@ DEVICES = 100
 LAGS = 3
 
 
-def _runtime_argv(broker: Any, tracking_uri: str, *, client_id: str, http_port: int, batch: int) -> list[str]:
+def _runtime_argv(
+    broker: Any, tracking_uri: str, *, client_id: str, http_port: int, batch: int, plain: bool = False
+) -> list[str]:
     script = shutil.which("edgemodel-runtime", path=str(pathlib.Path(sys.executable).parent))
     head = [script] if script else [sys.executable, "-m", "edgemodel_runtime.main"]
+    if plain:  # the A/B variant: paho without the runtime's hooks on its private methods
+        head = [sys.executable, "-m", "bench.runtime_plain"]
     return [
         *head,
         "--topics",
@@ -102,14 +106,16 @@ def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 @contextlib.contextmanager
 def _runtime(
-    broker: Any, uri: str, workdir: pathlib.Path, *, batch: int, tag: str
+    broker: Any, uri: str, workdir: pathlib.Path, *, batch: int, tag: str, plain: bool = False
 ) -> Iterator[tuple[procs.Helper, int]]:
     from edgemodel_dev.harness import processes
 
     port = processes.free_port()
     env = {"MQTT_USERNAME": broker.username, "MQTT_PASSWORD": broker.password, "POD_NAME": ""}
     h = procs.Helper(
-        _runtime_argv(broker, uri, client_id=f"bench-runtime-{tag}", http_port=port, batch=batch),
+        _runtime_argv(
+            broker, uri, client_id=f"bench-runtime-{tag}", http_port=port, batch=batch, plain=plain
+        ),
         env=env,
         stderr_path=workdir / f"runtime-{tag}.log",
     )
@@ -125,9 +131,19 @@ def _runtime(
 
 
 def _subscriber(
-    broker: Any, client_id: str, topic: str, *, count: int, latency: bool, idle: float, timeout: float
+    broker: Any,
+    client_id: str,
+    topic: str,
+    *,
+    count: int,
+    latency: bool,
+    idle: float,
+    timeout: float,
+    library: str = "paho",
 ) -> procs.Helper:
     args = [
+        "--library",
+        library,
         "--topic",
         topic,
         "--count",
@@ -204,9 +220,16 @@ def _wait_quiet(port: int, timeout: float = 300.0) -> None:
     processes.wait_until(quiet, timeout=timeout, interval=1.0, what="the runtime to go quiet")
 
 
-def _drain_bare(broker: Any, n: int, tag: str) -> dict[str, Any]:
+def _drain_bare(broker: Any, n: int, tag: str, *, library: str = "paho") -> dict[str, Any]:
     sub = _subscriber(
-        broker, f"bench-bare-{tag}", "bench/sensors/#", count=n, latency=False, idle=5, timeout=600
+        broker,
+        f"bench-bare-{tag}",
+        "bench/sensors/#",
+        count=n,
+        latency=False,
+        idle=5,
+        timeout=600,
+        library=library,
     )
     try:
         sub.pause()
@@ -233,12 +256,13 @@ def _drain_runtime(
     tag: str,
     loads: list[float],
     load_seconds: float,
+    plain: bool = False,
 ) -> dict[str, Any]:
     broker_pid = broker._process.pid
     expected = n - DEVICES * LAGS
-    out: dict[str, Any] = {"batch_max_size": batch}
+    out: dict[str, Any] = {"batch_max_size": batch, "plain_paho": plain}
     with contextlib.ExitStack() as stack:
-        rt, port = stack.enter_context(_runtime(broker, uri, workdir, batch=batch, tag=tag))
+        rt, port = stack.enter_context(_runtime(broker, uri, workdir, batch=batch, tag=tag, plain=plain))
         sampler = stack.enter_context(common.ProcSampler(rt.pid))
         rss_idle = common.proc_rss_bytes(rt.pid)
         sub = _subscriber(
@@ -253,11 +277,13 @@ def _drain_runtime(
         try:
             rt.pause()
             pub = _publish(broker, f"bench-pub-{tag}", count=n, rate=0, step0=0, timeout=600)
-            cpu0 = common.proc_cpu_seconds(rt.pid)
-            resumed = time.monotonic()
-            rt.resume()
-            res = sub.result(timeout=900)
-            cpu = common.proc_cpu_seconds(rt.pid) - cpu0
+            with _profile(rt.pid, workdir / f"profile-{tag}.txt") as profile:
+                cpu0 = common.proc_cpu_seconds(rt.pid)
+                resumed = time.monotonic()
+                rt.resume()
+                res = sub.result(timeout=900)
+                cpu = common.proc_cpu_seconds(rt.pid) - cpu0
+            out["profile"] = profile
         finally:
             sub.stop()
         m = _metrics(port)
@@ -289,7 +315,7 @@ def _drain_runtime(
                 timeout=load_seconds * 4 + 60,
             )
             m0 = _metrics(port)
-            cpu0 = {
+            cpu_at = {
                 "runtime": common.proc_cpu_seconds(rt.pid),
                 "broker": common.proc_cpu_seconds(broker_pid),
             }
@@ -311,8 +337,8 @@ def _drain_runtime(
             hist = "edgemodel_prediction_latency_seconds"
             inside = (common.buckets(m1, hist), common.buckets(m0, hist))
             cpu_pct = {
-                "runtime": (common.proc_cpu_seconds(rt.pid) - cpu0["runtime"]) / wall * 100,
-                "broker": (common.proc_cpu_seconds(broker_pid) - cpu0["broker"]) / wall * 100,
+                "runtime": (common.proc_cpu_seconds(rt.pid) - cpu_at["runtime"]) / wall * 100,
+                "broker": (common.proc_cpu_seconds(broker_pid) - cpu_at["broker"]) / wall * 100,
                 "publisher": pub.get("cpu_seconds", math.nan) / wall * 100,
                 "subscriber": res.get("cpu_seconds", math.nan) / wall * 100,
             }
@@ -336,6 +362,127 @@ def _drain_runtime(
         out["rss_idle_mb"] = rss_idle / 2**20
         out["rss_peak_mb"] = sampler.peak_rss / 2**20
         out["rss_end_mb"] = common.proc_rss_bytes(rt.pid) / 2**20
+    return out
+
+
+# Where the runtime's CPU goes while it drains the backlog, from py-spy's samples of its active
+# threads, by the file of the innermost frame (own time): the first category that matches wins.
+PROFILE_CATEGORIES = {
+    "paho's MQTT code": ("paho/",),
+    "locks, queues, thread wake-ups": ("threading.py", "queue.py"),
+    "sockets, select": ("socket.py", "selectors.py", "ssl.py", "select"),
+    "JSON decode and encode": ("json/",),
+    "model: scikit-learn, numpy, scipy": ("sklearn/", "numpy/", "scipy/"),
+    "metrics: prometheus_client": ("prometheus_client/",),
+    "the runtime's own code": ("edgemodel_runtime/",),
+}
+
+
+@contextlib.contextmanager
+def _profile(pid: int, path: pathlib.Path) -> Iterator[dict[str, Any]]:
+    """Sample ``pid``'s active threads with py-spy while the block runs; fill the summary after it."""
+    import signal
+    import subprocess
+
+    summary: dict[str, Any] = {}
+    spy = shutil.which("py-spy", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        summary["error"] = "py-spy is not installed"
+        yield summary
+        return
+    proc = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "-o",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield summary
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if path.exists():
+        summary.update(_profile_summary(path.read_text()))
+
+
+def _profile_summary(raw: str) -> dict[str, Any]:
+    """Shares of py-spy's collapsed stacks: by category (inclusive) and the top frames by self time."""
+    total = 0
+    shares = dict.fromkeys([*PROFILE_CATEGORIES, "other"], 0)
+    own: dict[str, int] = {}
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + count
+        name = next(
+            (k for k, needles in PROFILE_CATEGORIES.items() if any(n in leaf for n in needles)), "other"
+        )
+        shares[name] += count
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:12]
+    return {
+        "samples": total,
+        "own_share": {k: v / total for k, v in shares.items()} if total else {},
+        "top_self": [[frame, n / total] for frame, n in top] if total else [],
+    }
+
+
+def _decode_ab(n: int) -> dict[str, Any]:
+    """CPU per payload of the runtime's JSON decoding against orjson and msgspec, in this process.
+
+    The same ``n`` benchmark payloads go through each decoder, best of three passes (CPU time of
+    this process, so other processes on the machine change little). ``parse`` is the whole
+    production parse (decode, then validate the fields), for scale.
+    """
+    import random
+
+    from bench import mqttclient
+    from edgemodel_runtime import payloads
+
+    rng = random.Random(0)
+    bodies = [mqttclient.payload(i % DEVICES, i // DEVICES, 1.7e9 + i, rng) for i in range(n)]
+    schema = payloads.Schema(fields=("temp", "humidity"), topics=("bench/sensors/+",), device_field="device")
+    cases: dict[str, Any] = {
+        "json (stdlib; the runtime's decode)": payloads.decode,
+        "parse (the runtime's decode + field checks)": lambda b: payloads.parse(
+            b, schema, topic=None, received=1.8e9
+        ),
+    }
+    with contextlib.suppress(ImportError):
+        import orjson
+
+        cases["orjson.loads"] = orjson.loads
+    with contextlib.suppress(ImportError):
+        import msgspec
+
+        cases["msgspec.json.decode"] = msgspec.json.Decoder().decode
+    out: dict[str, Any] = {"payloads": n, "us_per_payload": {}}
+    for name, fn in cases.items():
+        best = math.inf
+        for _ in range(3):
+            t0 = time.process_time()
+            for b in bodies:
+                fn(b)
+            best = min(best, time.process_time() - t0)
+        out["us_per_payload"][name] = best / n * 1e6
     return out
 
 
@@ -535,7 +682,80 @@ def _markdown(data: dict[str, Any]) -> str:
         "higher loads they compete for them, and the publisher's own pacing jitter is part of the figure. "
         "The latency includes up to one `batchMaxDelayMs` (5 ms) of batching."
     )
+    md.extend(_ab_markdown(data))
     return "\n".join(md)
+
+
+def _ab_markdown(data: dict[str, Any]) -> list[str]:
+    c, g, b, pl = data["ceiling"], data["ceiling_gmqtt"], data["batched"], data["plain"]
+    rows = [
+        ["bare paho subscriber (the ceiling)", c["rate"], 1.0, c.get("cpu_seconds"), "–"],
+        ["bare gmqtt subscriber", g["rate"], common.ratio(g["rate"], c["rate"]), g.get("cpu_seconds"), "–"],
+        [
+            "runtime, paho with the hooks (as shipped)",
+            b["rate"],
+            common.ratio(b["rate"], c["rate"]),
+            b["cpu_seconds"],
+            b["cpu_us_per_reading"],
+        ],
+        [
+            "runtime, paho as it is (no private hooks)",
+            pl["rate"],
+            common.ratio(pl["rate"], c["rate"]),
+            pl["cpu_seconds"],
+            pl["cpu_us_per_reading"],
+        ],
+    ]
+    lat_rows = []
+    for label, d in (("with the hooks", b), ("paho as it is", pl)):
+        for lat in sorted((d.get("latency") or {}).values(), key=lambda x: x["offered"]):
+            if lat["offered"] in {o["offered"] for o in (pl.get("latency") or {}).values()}:
+                lat_rows.append(
+                    [
+                        label,
+                        int(lat["offered"]),
+                        lat["p50_ms"],
+                        lat["p99_ms"],
+                        (lat.get("cpu_percent") or {}).get("runtime"),
+                    ]
+                )
+    prof_rows: list[list[Any]] = []
+    for label, d in (("with the hooks", b), ("paho as it is", pl)):
+        shares = (d.get("profile") or {}).get("own_share") or {}
+        prof_rows.extend([label, name, share * 100] for name, share in shares.items())
+    top = (b.get("profile") or {}).get("top_self") or []
+    dec = data["decode"]["us_per_payload"]
+    base = dec.get("json (stdlib; the runtime's decode)")
+    dec_rows = [[name, us, common.ratio(us, base)] for name, us in dec.items()]
+    return [
+        "",
+        "## A/B: the MQTT client and the JSON decoder (same run)\n",
+        f"Each drains the same {data['n']:,}-reading backlog as above. The *paho as it is* runtime is "
+        "`python -m bench.runtime_plain`: the same runtime with `BufferedClient` replaced by a paho "
+        "client that overrides only the public `loop_read` (the back-pressure hold).\n",
+        common.markdown_table(
+            ["consumer", "readings/s, resume → last", "× paho ceiling", "CPU s", "runtime CPU µs/reading"],
+            rows,
+        ),
+        "",
+        f"- **The hooks' gain: {common.ratio(b['rate'], pl['rate']):.2f}×** the throughput of the same "
+        "runtime on paho as it is.",
+        f"- **gmqtt's bare ceiling: {common.ratio(g['rate'], c['rate']):.2f}×** paho's.",
+        "",
+        common.markdown_table(["runtime", "offered/s", "p50 ms", "p99 ms", "runtime CPU %"], lat_rows),
+        "",
+        "## Profile of the drain (py-spy, 100 Hz, the runtime's active threads, own time)\n",
+        f"Samples: {(b.get('profile') or {}).get('samples', 0):,} with the hooks. Each sample counts for the "
+        "file of its innermost frame (own time).\n",
+        common.markdown_table(["runtime", "category", "% of samples"], prof_rows),
+        "",
+        "Top frames by own time, with the hooks:\n",
+        common.markdown_table(["frame", "% of samples"], [[f"`{f}`", sh * 100] for f, sh in top]),
+        "",
+        f"JSON decoding of {data['decode']['payloads']:,} benchmark payloads, CPU µs per payload "
+        "(best of three passes, in the benchmark's own process):\n",
+        common.markdown_table(["decoder", "µs/payload", "× the runtime's decode"], dec_rows),
+    ]
 
 
 def run(out: pathlib.Path, *, quick: bool) -> common.Result:
@@ -575,10 +795,35 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
             loads=[] if quick else [500.0],
             load_seconds=load_seconds,
         )
+        # A/B of the choices issue 13 names, in the same run (section "A/B" of the results):
+        # another MQTT client's bare ceiling, the runtime on paho without the private hooks, and
+        # faster JSON decoders.
+        try:
+            import gmqtt  # noqa: F401 - only to know whether the subscriber can run
+        except ImportError:
+            data["ceiling_gmqtt"] = {"rate": math.nan, "error": "gmqtt is not installed"}
+        else:
+            data["ceiling_gmqtt"] = _drain_bare(broker, n, "gmqtt", library="gmqtt")
+        data["plain"] = _drain_runtime(
+            broker,
+            mlflow.uri,
+            workdir,
+            n,
+            batch=256,
+            tag="plain",
+            loads=[200.0] if quick else [5_000.0],
+            load_seconds=load_seconds,
+            plain=True,
+        )
+        data["decode"] = _decode_ab(2_000 if quick else 50_000)
         data["wall_seconds"] = time.monotonic() - t
         data["ratios"] = {
             "runtime_over_ceiling": common.ratio(data["batched"]["rate"], data["ceiling"]["rate"]),
             "batching_gain": common.ratio(data["batched"]["rate"], data["naive"]["rate"]),
+            "hooks_gain": common.ratio(data["batched"]["rate"], data["plain"]["rate"]),
+            "gmqtt_ceiling_over_paho_ceiling": common.ratio(
+                data["ceiling_gmqtt"]["rate"], data["ceiling"]["rate"]
+            ),
         }
         plots = _plots(out, data)
     finally:
