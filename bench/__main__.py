@@ -1,4 +1,4 @@
-"""``python -m bench {all,runtime,drift,heal,operator,backtest} [--quick] [--out DIR]``."""
+"""``python -m bench {all,runtime,drift,heal,operator,backtest,footprint} [--quick] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "heal": "bench.heal_bench",
     "operator": "bench.operator_bench",
     "backtest": "bench.backtest_bench",
+    "footprint": "bench.footprint_bench",
 }
 
 

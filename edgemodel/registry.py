@@ -6,16 +6,16 @@ including the calibration of its drift detector, so a version carries its own ca
 wherever the alias points: after a promotion, and after a rollback).
 Each version carries the tags in :data:`TAGS`, among them the file's SHA-256, which
 :func:`load_version` checks before parsing the file. The serving version is the one the
-alias (``champion`` by default) points at.
+alias (``champion`` by default) points at. :class:`ModelMeta`, :class:`LoadedModel` and
+:data:`TAGS` live in :mod:`edgemodel.modelmeta`, which needs no MLflow; they are re-exported here.
 
-Shared by the trainer (publish, load the champion to compare) and the runtime (resolve
-the alias and hot-reload). I/O: MLflow over HTTP and a local download folder.
+Used by the trainer (publish, load the champion to compare); the runtime follows the
+alias through MLflow's REST API instead (:mod:`edgemodel_runtime.mlflowapi`).
+I/O: MLflow over HTTP and a local download folder.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import pathlib
 import tempfile
 from typing import Any
@@ -24,7 +24,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from edgemodel import contracts, modelstore
+from edgemodel import modelstore
+from edgemodel.modelmeta import ARTIFACT_DIR, META_FILE, TAGS, LoadedModel, ModelMeta
 
 __all__ = [
     "TAGS",
@@ -38,65 +39,6 @@ __all__ = [
     "set_outcome",
     "version_tags",
 ]
-
-META_FILE = "edgemodel.json"
-ARTIFACT_DIR = "model"
-TAGS = {
-    "sha256": "edgemodel.sha256",
-    "columns": "edgemodel.columns",
-    "algorithm": "edgemodel.algorithm",
-    "holdout_rmse": "edgemodel.holdout_rmse",
-    "outcome": "edgemodel.outcome",  # Promoted | Rejected | RolledBack
-    "reason": "edgemodel.reason",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelMeta:
-    """What a serving process must know about a model besides its weights."""
-
-    columns: tuple[str, ...]
-    algorithm: str
-    features: tuple[str, ...]
-    target: str
-    horizon: int
-    lags: int
-    calibration: contracts.DetectorCalibration | None = None
-    """The errors on the holdout the drift detector is tuned from; None for versions
-    registered before calibrations were recorded (the runtime then uses its default tuning)."""
-
-    def to_json(self) -> str:
-        raw: dict[str, Any] = {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "calibration"
-        }
-        if self.calibration is not None:
-            raw["calibration"] = self.calibration.model_dump(by_alias=True)
-        return json.dumps(raw)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelMeta:
-        """Raises ``ValueError``, ``KeyError`` or ``TypeError`` (a pydantic error is a ``ValueError``)."""
-        raw = json.loads(text)
-        calibration = raw.get("calibration")
-        return cls(
-            columns=tuple(raw["columns"]),
-            algorithm=str(raw["algorithm"]),
-            features=tuple(raw["features"]),
-            target=str(raw["target"]),
-            horizon=int(raw["horizon"]),
-            lags=int(raw["lags"]),
-            calibration=None
-            if calibration is None
-            else contracts.DetectorCalibration.model_validate(calibration),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    version: str
-    model: modelstore.Predictor
-    meta: ModelMeta
 
 
 def client(tracking_uri: str) -> MlflowClient:

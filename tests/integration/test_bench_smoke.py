@@ -22,6 +22,12 @@ BENCHMARKS = [
     pytest.param("runtime", "ok", id="runtime", marks=[pytest.mark.mqtt, pytest.mark.mlflow]),
     pytest.param("operator", "ok", id="operator", marks=[pytest.mark.cluster]),
     pytest.param("backtest", "ok", id="backtest"),
+    pytest.param(
+        "footprint",
+        "ok",
+        id="footprint",
+        marks=[pytest.mark.cluster, pytest.mark.mqtt, pytest.mark.mlflow],
+    ),
 ]
 
 
