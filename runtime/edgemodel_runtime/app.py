@@ -32,18 +32,19 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry
 
-from edgemodel import registry
+from edgemodel import modelmeta
 from edgemodel_runtime import (
     config,
     drift,
     http,
     inference,
+    kubeapi,
     logs,
+    mlflowapi,
     models,
     mqtt,
     partition,
@@ -53,9 +54,6 @@ from edgemodel_runtime import (
 )
 from edgemodel_runtime import metrics as metrics_
 from edgemodel_runtime.window import FreshReadings, TrainingWindow
-
-if TYPE_CHECKING:
-    from kubernetes import client as k8s  # imported by reporting only when a Pod reports
 
 __all__ = ["App"]
 
@@ -82,7 +80,7 @@ class App:
         settings: config.Settings,
         *,
         registry: CollectorRegistry | None = None,
-        api_client: k8s.ApiClient | None = None,
+        api_client: kubeapi.Client | Any = None,
         status_sink: reporting.Sink | None = None,
         members: reporting.Members | None = None,
     ) -> None:
@@ -118,7 +116,7 @@ class App:
         self._gauges_at = 0.0
         self._outputs: dict[str, tuple[str, str]] = {}
 
-        self.mlflow: MlflowClient | None = (
+        self.mlflow: mlflowapi.Client | None = (
             registry_client(c.mlflow_tracking_uri) if c.mlflow_tracking_uri else None
         )
         self.poller = (
@@ -184,7 +182,7 @@ class App:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _default_sink(self, api_client: k8s.ApiClient | None) -> reporting.Sink:
+    def _default_sink(self, api_client: kubeapi.Client | Any) -> reporting.Sink:
         ref = self.settings.edgemodel_ref()
         if ref is None or not self.settings.pod_name:
             if ref is not None:
@@ -204,7 +202,7 @@ class App:
         service = self.settings.config.peer_service
         if service is None:
             return sink
-        return reporting.EndpointSliceMembers(sink.api.api_client, namespace=sink.namespace, service=service)
+        return reporting.EndpointSliceMembers(sink.client, namespace=sink.namespace, service=service)
 
     @property
     def http_port(self) -> int:
@@ -348,7 +346,7 @@ class App:
         """Whether the poller has answered which model serves (or that none does) yet; waits a little."""
         return self.poller is None or self.poller.resolved.wait(_IDLE_WAIT)
 
-    def _follow_model(self) -> registry.LoadedModel | None:
+    def _follow_model(self) -> modelmeta.LoadedModel | None:
         """Between batches: adopt a swapped model, notice load errors; return the model to use."""
         state = self.holder.state
         if self.pipeline.adopt_model(state.version):
@@ -364,7 +362,7 @@ class App:
             self._report()
         return state.model
 
-    def _tune_detector(self, model: registry.LoadedModel) -> None:
+    def _tune_detector(self, model: modelmeta.LoadedModel) -> None:
         """Tune the change detector for the version now serving: its calibration; hand-set values win."""
         tuning = self.settings.detector_tuning(model.meta.calibration)
         self.pipeline.drift.retune(tuning)
@@ -384,7 +382,7 @@ class App:
         if moved:
             log.info("Handed over %d devices to other replicas", moved)
 
-    def _process(self, batch: Sequence[Message], model: registry.LoadedModel | None) -> list[int]:
+    def _process(self, batch: Sequence[Message], model: modelmeta.LoadedModel | None) -> list[int]:
         """Run the batch through the pipeline, then publish, count, log and report what it gave.
 
         Returns the message ids of the predictions published.
@@ -614,5 +612,6 @@ class App:
         }
 
 
-def registry_client(uri: str) -> MlflowClient:
-    return registry.client(uri)
+def registry_client(uri: str) -> mlflowapi.Client:
+    """The tracking server, reached through MLflow's REST API (no MLflow client in the runtime)."""
+    return mlflowapi.Client(uri)

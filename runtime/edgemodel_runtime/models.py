@@ -1,13 +1,13 @@
 """The serving model and its hot reload from the MLflow alias.
 
-:class:`ModelHolder` holds the current :class:`edgemodel.registry.LoadedModel`; readers
+:class:`ModelHolder` holds the current :class:`edgemodel.modelmeta.LoadedModel`; readers
 take one reference per batch, so a swap lands between batches and a batch is never
 predicted by two models. :class:`ModelPoller` runs in its own thread: it resolves the
 alias every ``model_poll_seconds`` and, on a new version, downloads and checks it there,
 off the message path. A version that fails to load leaves the last good model serving
 and is recorded as ``error``.
 
-I/O: MLflow over HTTP (in the poller thread only).
+I/O: MLflow's REST API (:mod:`edgemodel_runtime.mlflowapi`), in the poller thread only.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
-from mlflow.tracking import MlflowClient
+from edgemodel import features, modelmeta, modelstore
 
-from edgemodel import features, modelstore, registry
-
-__all__ = ["ModelHolder", "ModelPoller", "ModelState", "check_compatible"]
+__all__ = ["ModelHolder", "ModelPoller", "ModelState", "Registry", "check_compatible"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 class ModelState:
     """What the holder knows: the serving model, and the last load failure, if any."""
 
-    model: registry.LoadedModel | None = None
+    model: modelmeta.LoadedModel | None = None
     error: str | None = None
     failed_version: str | None = None
 
@@ -39,7 +38,7 @@ class ModelState:
         return None if self.model is None else self.model.version
 
 
-def check_compatible(meta: registry.ModelMeta, spec: features.FeatureSpec) -> None:
+def check_compatible(meta: modelmeta.ModelMeta, spec: features.FeatureSpec) -> None:
     """Refuse a model built for other inputs than this runtime builds."""
     if tuple(meta.columns) != spec.columns:
         raise modelstore.ModelLoadError(
@@ -50,6 +49,14 @@ def check_compatible(meta: registry.ModelMeta, spec: features.FeatureSpec) -> No
             f"model predicts {meta.target!r} {meta.horizon} ahead, but the runtime is configured "
             f"for {spec.target!r} {spec.horizon} ahead"
         )
+
+
+class Registry(Protocol):
+    """Where versions are found: :class:`edgemodel_runtime.mlflowapi.Client`."""
+
+    def resolve_alias(self, name: str, alias: str) -> str | None: ...
+
+    def load_version(self, name: str, version: str) -> modelmeta.LoadedModel: ...
 
 
 class ModelHolder:
@@ -63,7 +70,7 @@ class ModelHolder:
     def state(self) -> ModelState:
         return self._state
 
-    def swap(self, model: registry.LoadedModel) -> None:
+    def swap(self, model: modelmeta.LoadedModel) -> None:
         with self._lock:
             self._state = ModelState(model=model)
 
@@ -83,7 +90,7 @@ class ModelPoller:
     def __init__(
         self,
         holder: ModelHolder,
-        client: MlflowClient,
+        client: Registry,
         *,
         name: str,
         alias: str,
@@ -125,7 +132,7 @@ class ModelPoller:
         """Resolve the alias and load a new version if it moved; never raises."""
         state = self.holder.state
         try:
-            version = registry.resolve_alias(self.client, self.name, self.alias)
+            version = self.client.resolve_alias(self.name, self.alias)
         except Exception as exc:  # noqa: BLE001 - MLflow unreachable: keep serving, try again
             self._log_error(f"could not resolve {self.name}@{self.alias}: {exc}", level=logging.WARNING)
             return
@@ -139,7 +146,7 @@ class ModelPoller:
             self.resolved.set()
             return  # versions are immutable: a refused one stays refused
         try:
-            loaded = registry.load_version(self.client, self.name, version)
+            loaded = self.client.load_version(self.name, version)
             check_compatible(loaded.meta, self.spec)
         except modelstore.ModelLoadError as exc:
             self.on_load("refused")

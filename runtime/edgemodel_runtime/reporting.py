@@ -17,26 +17,23 @@ they come from the inference Service's EndpointSlices (:class:`EndpointSliceMemb
 which cost no write; without a Service, from the replicas' own reports in the status
 (:class:`KubernetesSink`), which then must be re-sent every interval as a heartbeat.
 
-I/O: the Kubernetes API (:class:`KubernetesSink`), in the reporter's own thread.
+I/O: the Kubernetes API over HTTPS (:mod:`edgemodel_runtime.kubeapi`: no kubernetes client), in the
+reporter's own thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from edgemodel import api, contracts
+from edgemodel_runtime import kubeapi, partition, payloads
 from edgemodel_runtime import metrics as metrics_
-from edgemodel_runtime import partition, payloads
-
-if TYPE_CHECKING:
-    from kubernetes import client as k8s
 
 __all__ = [
     "DriftReport",
@@ -201,34 +198,32 @@ class KubernetesSink:
     needs_heartbeat = True
 
     def __init__(
-        self, api_client: k8s.ApiClient, *, namespace: str, name: str, pod: str, member_ttl: float = 15.0
+        self,
+        api_client: kubeapi.Client | Any,
+        *,
+        namespace: str,
+        name: str,
+        pod: str,
+        member_ttl: float = 15.0,
     ) -> None:
-        # Imported here: the kubernetes client is +12.5 MB RSS and ~0.4-1.4 s of import
-        # (docs/runtime.md, Footprint), and a runtime outside a Pod never reports to the API.
-        from kubernetes import client as k8s  # noqa: PLC0415
-
-        self.api = k8s.CustomObjectsApi(api_client)
+        self.client = kubeapi.client_for(api_client)
+        self.status_path = (
+            kubeapi.custom_object_path(api.GROUP, api.VERSION, namespace, api.PLURAL, name) + "/status"
+        )
         self.namespace = namespace
         self.name = name
         self.pod = pod
         self.member_ttl = member_ttl
 
+    def _patch(self, patch: Any) -> None:
+        self.client.merge_patch(self.status_path, patch)
+
     def send(self, entry: api.ReplicaDriftEntry) -> None:
-        self.api.patch_namespaced_custom_object_status(
-            api.GROUP,
-            api.VERSION,
-            self.namespace,
-            api.PLURAL,
-            self.name,
-            contracts.replica_drift_patch(self.pod, entry),
-            _content_type="application/merge-patch+json",
-        )
+        self._patch(contracts.replica_drift_patch(self.pod, entry))
 
     def replica_drift(self) -> Mapping[str, Any]:
         """``status.replicaDrift`` of the EdgeModel: one GET of the status subresource."""
-        obj = self.api.get_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, self.namespace, api.PLURAL, self.name, _request_timeout=10
-        )
+        obj = self.client.request("GET", self.status_path)
         status = obj.get("status") if isinstance(obj, Mapping) else None
         entries = status.get("replicaDrift") if isinstance(status, Mapping) else None
         return entries if isinstance(entries, Mapping) else {}
@@ -239,16 +234,7 @@ class KubernetesSink:
 
     def remove(self) -> None:
         """Remove this replica's entry, so the others take over its devices at once."""
-        self.api.patch_namespaced_custom_object_status(
-            api.GROUP,
-            api.VERSION,
-            self.namespace,
-            api.PLURAL,
-            self.name,
-            contracts.replica_drift_patch(self.pod, None),
-            _content_type="application/merge-patch+json",
-            _request_timeout=10,
-        )
+        self._patch(contracts.replica_drift_patch(self.pod, None))
 
 
 class EndpointSliceMembers:
@@ -256,19 +242,13 @@ class EndpointSliceMembers:
 
     needs_heartbeat = False
 
-    def __init__(self, api_client: k8s.ApiClient, *, namespace: str, service: str) -> None:
-        from kubernetes import client as k8s  # noqa: PLC0415 - see KubernetesSink
-
-        self.api = k8s.DiscoveryV1Api(api_client)
+    def __init__(self, api_client: kubeapi.Client | Any, *, namespace: str, service: str) -> None:
+        self.client = kubeapi.client_for(api_client)
         self.namespace = namespace
         self.selector = f"kubernetes.io/service-name={service}"
 
     def live(self, me: str) -> frozenset[str]:
-        # The raw JSON: a dict is all endpoint_members needs, without building the client's models.
-        response: Any = self.api.list_namespaced_endpoint_slice(
-            self.namespace, label_selector=self.selector, _preload_content=False, _request_timeout=10
-        )
-        body = json.loads(response.data)
+        body = self.client.list_endpoint_slices(self.namespace, label_selector=self.selector)
         items = body.get("items") if isinstance(body, Mapping) else None
         return partition.endpoint_members(items if isinstance(items, list) else [], me=me)
 
@@ -276,18 +256,9 @@ class EndpointSliceMembers:
         """Nothing to remove: a Pod being deleted is marked terminating in its EndpointSlice."""
 
 
-def api_client_from_environment() -> k8s.ApiClient:
+def api_client_from_environment() -> kubeapi.Client:
     """In-cluster credentials when in a Pod, else the kubeconfig (``KUBECONFIG``)."""
-    from kubernetes import client as k8s  # noqa: PLC0415 - see KubernetesSink
-    from kubernetes import config as k8s_config  # noqa: PLC0415
-
-    try:
-        configuration = k8s.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return k8s.ApiClient(configuration)
-    except k8s_config.ConfigException:
-        api_client: k8s.ApiClient = k8s_config.new_client_from_config()  # type: ignore[no-untyped-call]
-        return api_client
+    return kubeapi.from_environment()
 
 
 @dataclasses.dataclass(frozen=True)

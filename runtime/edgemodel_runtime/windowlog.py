@@ -8,35 +8,18 @@ the fields of the feature spec, oldest reading first) and the tags of
 
 from __future__ import annotations
 
-import pathlib
-import tempfile
 from collections.abc import Sequence
-
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import Any
 
 from edgemodel import contracts
-from edgemodel_runtime import payloads
+from edgemodel_runtime import mlflowapi, payloads
 from edgemodel_runtime.window import to_csv
 
 __all__ = ["upload"]
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except MlflowException:  # another replica created it first
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return str(experiment.experiment_id)
-
-
 def upload(
-    client: MlflowClient,
+    client: mlflowapi.Client | Any,
     readings: Sequence[payloads.Reading],
     *,
     fields: Sequence[str],
@@ -48,7 +31,11 @@ def upload(
     change_ts: float | None = None,
     readings_after_change: int | None = None,
 ) -> str:
-    """Log the window as a finished MLflow run; return the run id."""
+    """Log the window as a finished MLflow run; return the run id.
+
+    ``client`` is an :class:`~edgemodel_runtime.mlflowapi.Client`, or any client with a
+    ``tracking_uri`` (an ``MlflowClient``), whose server is then reached the same way.
+    """
     tags = {
         contracts.WINDOW_TAGS["kind"]: contracts.WINDOW_KIND,
         contracts.WINDOW_TAGS["reason"]: reason,
@@ -61,20 +48,16 @@ def upload(
         tags[contracts.WINDOW_TAGS["model_version"]] = model_version
     if change_ts is not None:
         tags[contracts.WINDOW_TAGS["change_ts"]] = repr(float(change_ts))
-    run = client.create_run(_experiment_id(client, contracts.window_experiment(model_name)), tags=tags)
-    run_id = str(run.info.run_id)
+    api = mlflowapi.client_for(client)
+    run_id, artifact_uri = api.create_run(api.experiment_id(contracts.window_experiment(model_name)), tags)
     try:
-        folder, _, filename = contracts.WINDOW_ARTIFACT.rpartition("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = pathlib.Path(tmp) / filename
-            path.write_text(to_csv(readings, fields))
-            client.log_artifact(run_id, str(path), folder or None)
-        client.log_metric(run_id, "readings", float(len(readings)))
-        client.log_metric(run_id, "devices", float(len({r.device for r in readings})))
+        api.upload_artifact(artifact_uri, contracts.WINDOW_ARTIFACT, to_csv(readings, fields).encode())
+        metrics = {"readings": float(len(readings)), "devices": float(len({r.device for r in readings}))}
         if readings_after_change is not None:
-            client.log_metric(run_id, contracts.WINDOW_FRESH_METRIC, float(readings_after_change))
+            metrics[contracts.WINDOW_FRESH_METRIC] = float(readings_after_change)
+        api.log_metrics(run_id, metrics)
     except Exception:
-        client.set_terminated(run_id, "FAILED")
+        api.end_run(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    api.end_run(run_id, "FINISHED")
     return run_id
