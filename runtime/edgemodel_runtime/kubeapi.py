@@ -79,7 +79,12 @@ class Client:
         if scheme not in ("https", "http"):
             raise ConfigError(f"the API server must be an http(s) URL, not {server!r}")
         self.server = server.rstrip("/")
-        self._context = context if scheme == "https" else None
+        # No proxy from the environment: the API server is reached directly, as the kubernetes
+        # client does unless a kubeconfig names a proxy.
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if scheme == "https":
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
         self._token = token
         self._token_file = token_file
         self._token_read = -TOKEN_REFRESH
@@ -123,9 +128,7 @@ class Client:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - checked
         try:
             # the scheme is checked in __init__
-            with urllib.request.urlopen(  # noqa: S310  # nosec B310
-                request, timeout=self.timeout if timeout is None else timeout, context=self._context
-            ) as resp:
+            with self._opener.open(request, timeout=self.timeout if timeout is None else timeout) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raw = exc.read()[:2000]
