@@ -177,9 +177,14 @@ def _markdown(pairs: list[tuple[dict[str, Any] | None, dict[str, Any]]]) -> str:
                     r["edgemodels_written_by_several"],
                 ]
             )
-    return (
+    intro = (
         "One operator (shards 1) against one process per shard, each run on a fresh control plane; "
-        "per-process values are separated by /.\n\n"
+        if any(single is not None for single, _ in pairs)
+        else "One process per shard (BENCH_SHARDS_BASELINE=0: no single-operator run); "
+    )
+    return (
+        intro
+        + "per-process values are separated by /.\n\n"
         + common.markdown_table(
             [
                 "EdgeModels",
