@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
 COUNT = 40
 SHARDS = 2
-TAKEOVER_SECONDS = 20  # longer than the second replica takes to start after the first
+TAKEOVER_SECONDS = 30  # longer than the second replica takes to start after the first (the default)
 SPEC = edgemodels.spec()
 MANAGERS = {"a": "edgemodel-operator-a", "b": "edgemodel-operator-b"}
 SHARD_GAUGE = re.compile(r'^edgemodel_operator_shard_leader\{shard="(\d+)"\} 1\.0$', re.M)
