@@ -19,6 +19,8 @@ META_FILE = "edgemodel.json"
 ARTIFACT_DIR = "model"
 TAGS = {
     "sha256": "edgemodel.sha256",
+    "onnx_sha256": "edgemodel.onnx.sha256",  # model.onnx's; only on versions that have one
+    "onnx": "edgemodel.onnx",  # "converted: ..." or "skipped: <why>"
     "columns": "edgemodel.columns",
     "algorithm": "edgemodel.algorithm",
     "holdout_rmse": "edgemodel.holdout_rmse",
@@ -73,3 +75,5 @@ class LoadedModel:
     version: str
     model: modelstore.Predictor
     meta: ModelMeta
+    format: str = "skops"
+    """Which file serves: ``skops`` (scikit-learn) or ``onnx`` (onnxruntime)."""

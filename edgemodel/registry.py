@@ -1,7 +1,9 @@
 """The MLflow model registry as EdgeModel uses it: publish versions and load them safely.
 
 A model version's source is a run artifact folder ``model/`` holding
-:data:`edgemodel.modelstore.MODEL_FILE` (skops) and ``edgemodel.json`` (its metadata,
+:data:`edgemodel.modelstore.MODEL_FILE` (skops), when the model converts faithfully
+:data:`edgemodel.modelstore.ONNX_FILE` (ONNX, what the runtime serves; its own SHA-256 tag),
+and ``edgemodel.json`` (its metadata,
 including the calibration of its drift detector, so a version carries its own calibration
 wherever the alias points: after a promotion, and after a rollback).
 Each version carries the tags in :data:`TAGS`, among them the file's SHA-256, which
@@ -16,11 +18,14 @@ I/O: MLflow over HTTP and a local download folder.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import tempfile
 from typing import Any
 
 import mlflow
+import numpy as np
+import numpy.typing as npt
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -40,6 +45,8 @@ __all__ = [
     "version_tags",
 ]
 
+log = logging.getLogger(__name__)
+
 
 def client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -53,14 +60,29 @@ def publish(
     model: Any,
     meta: ModelMeta,
     tags: dict[str, str] | None = None,
+    onnx_rows: npt.NDArray[np.float64] | None = None,
 ) -> str:
     """Log ``model`` into the run's ``model/`` folder and register it; return the version.
 
-    The alias is not moved here: promotion is the caller's decision.
+    With ``onnx_rows`` (the holdout's input rows) the model is also converted to ONNX
+    (:func:`edgemodel.modelstore.to_onnx`) and ``model.onnx`` is stored beside the skops
+    file with its own SHA-256 tag, if its predictions on those rows agree with the model's;
+    the ``edgemodel.onnx`` tag says which happened and why. The alias is not moved here:
+    promotion is the caller's decision.
     """
+    onnx_tags: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / ARTIFACT_DIR
         digest = modelstore.save(model, folder / modelstore.MODEL_FILE)
+        if onnx_rows is not None:
+            raw, outcome = modelstore.to_onnx(model, onnx_rows)
+            onnx_tags[TAGS["onnx"]] = outcome[:5000]
+            if raw is None:
+                log.warning("Stored no ONNX file for model %s: %s", name, outcome)
+            else:
+                (folder / modelstore.ONNX_FILE).write_bytes(raw)
+                onnx_tags[TAGS["onnx_sha256"]] = modelstore.sha256_file(folder / modelstore.ONNX_FILE)
+                log.info("Converted model %s to ONNX: %s", name, outcome)
         (folder / META_FILE).write_text(meta.to_json())
         mlflow_client.log_artifacts(run_id, str(folder), ARTIFACT_DIR)
     try:
@@ -73,6 +95,7 @@ def publish(
         TAGS["sha256"]: digest,
         TAGS["columns"]: ",".join(meta.columns),
         TAGS["algorithm"]: meta.algorithm,
+        **onnx_tags,
         **(tags or {}),
     }
     version = mlflow_client.create_model_version(

@@ -17,6 +17,7 @@ bundle to trust, ``MLFLOW_TRACKING_INSECURE_TLS=true`` turns verification off.
 
 Safe loading is :func:`load_version`'s: the file's SHA-256 recorded at registration is
 checked on the downloaded bytes before anything parses them (:mod:`edgemodel.modelstore`).
+A version with ``model.onnx`` is served with onnxruntime, one without from its skops file.
 
 I/O: HTTP(S) to the tracking server.
 """
@@ -170,20 +171,24 @@ class Client:
     ) -> modelmeta.LoadedModel:
         """Download one version and load it safely; :class:`modelstore.ModelLoadError` if refused.
 
-        The same checks as :func:`edgemodel.registry.load_version`: the version must carry
-        its SHA-256 tag, and the downloaded file must match it before it is parsed.
+        A version with ``model.onnx`` and its SHA-256 tag is served from it with onnxruntime
+        (scikit-learn and skops are then never imported); one without, from ``model.skops``
+        with the same checks as :func:`edgemodel.registry.load_version`. Either way the
+        file's SHA-256 recorded at registration is checked on the downloaded bytes before
+        anything parses them, and a mismatch refuses the version (no fallback to the other file).
         """
-        expected = self.version_tags(name, version).get(modelmeta.TAGS["sha256"])
+        tags = self.version_tags(name, version)
+        onnx_sha256 = tags.get(modelmeta.TAGS["onnx_sha256"])
+        expected = onnx_sha256 or tags.get(modelmeta.TAGS["sha256"])
         if not expected:
             raise modelstore.ModelLoadError(
                 f"model {name} version {version} has no {modelmeta.TAGS['sha256']} tag; refusing to load it"
             )
+        filename = modelstore.ONNX_FILE if onnx_sha256 else modelstore.MODEL_FILE
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
             local = pathlib.Path(tmp)
             try:
-                actual = self.download_version_file(
-                    name, version, modelstore.MODEL_FILE, local / modelstore.MODEL_FILE
-                )
+                actual = self.download_version_file(name, version, filename, local / filename)
                 self.download_version_file(name, version, modelmeta.META_FILE, local / modelmeta.META_FILE)
             except MlflowApiError as exc:
                 if exc.status is not None and exc.status < 500:
@@ -191,12 +196,17 @@ class Client:
                         f"model {name} version {version}: artifacts could not be downloaded: {exc}"
                     ) from exc
                 raise
-            if actual != expected:  # checked again by modelstore.load, before parsing
+            if actual != expected:  # checked again by modelstore, on the bytes it parses
                 raise modelstore.ModelLoadError(
-                    f"model {name} version {version}: the downloaded file has SHA-256 {actual[:12]}…, "
-                    f"but {expected[:12]}… was recorded at registration; refusing a changed artifact"
+                    f"model {name} version {version}: the downloaded {filename} has SHA-256 "
+                    f"{actual[:12]}…, but {expected[:12]}… was recorded at registration; "
+                    "refusing a changed artifact"
                 )
-            model = modelstore.load(local / modelstore.MODEL_FILE, expected_sha256=expected)
+            model: modelstore.Predictor
+            if onnx_sha256:
+                model = modelstore.load_onnx((local / filename).read_bytes(), expected_sha256=expected)
+            else:
+                model = modelstore.load(local / filename, expected_sha256=expected)
             try:
                 meta = modelmeta.ModelMeta.from_json((local / modelmeta.META_FILE).read_text())
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -204,7 +214,9 @@ class Client:
                     f"model {name} version {version}: unreadable {modelmeta.META_FILE}: {exc}"
                 ) from exc
         modelstore.sanity_check(model, len(meta.columns))
-        return modelmeta.LoadedModel(name=name, version=version, model=model, meta=meta)
+        return modelmeta.LoadedModel(
+            name=name, version=version, model=model, meta=meta, format="onnx" if onnx_sha256 else "skops"
+        )
 
     # ------------------------------------------------------------------ runs (the training window)
 

@@ -162,9 +162,10 @@ class ModelPoller:
         self.resolved.set()
         self._last_logged_error = None
         log.info(
-            "Loaded model %s version %s",
+            "Loaded model %s version %s from its %s file",
             self.name,
             version,
+            loaded.format,
             extra={"model": self.name, "version": version, "previous": state.version},
         )
         self.on_change(self.holder.state)

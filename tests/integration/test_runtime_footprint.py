@@ -1,4 +1,5 @@
-"""Issue 13, footprint: the serving runtime loads neither the MLflow nor the kubernetes client.
+"""Issue 13, footprint: the serving runtime loads neither the MLflow nor the kubernetes client,
+and, serving a version's ONNX file, neither scikit-learn nor skops.
 
 A fresh interpreter starts the runtime as its CLI does, serving a model registered in a
 real MLflow and reporting to a real API server with a ServiceAccount token (a kubeconfig,
@@ -19,6 +20,7 @@ import pytest
 from edgemodel_dev import testing
 from edgemodel_dev.harness import processes
 from tests.integration import edgemodels
+from tests.integration.test_runtime_onnx import publish_onnx_model
 from tests.integration.test_runtime_report import POD, _edgemodel, _runtime_kubeconfig
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mqtt, pytest.mark.mlflow]
@@ -37,21 +39,20 @@ try:
         if runtime.holder.state.version is not None and sent >= 1:
             break
         time.sleep(0.1)
-    loaded = sorted({m.split(".")[0] for m in sys.modules} & {"mlflow", "kubernetes", "kopf"})
+    watched = {"mlflow", "kubernetes", "kopf", "sklearn", "skops", "scipy", "pandas", "onnxruntime"}
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & watched)
     print(json.dumps({"version": runtime.holder.state.version, "sent": sent, "loaded": loaded}))
 finally:
     runtime.stop()
 """
 
 
-def test_the_serving_runtime_imports_neither_mlflow_nor_kubernetes(
-    cluster, namespace, api_client, mosquitto_broker, mlflow_server, unique_name, tmp_path
-):
-    name = unique_name
+def _serve(cluster, namespace, api_client, broker, mlflow_server, name, publish) -> dict:
+    """Serve the version ``publish`` registers in a fresh interpreter, report once; what it loaded."""
     edgemodels.create(api_client, namespace, name, _edgemodel(name)["spec"])
-    version = testing.publish_model(mlflow_server.uri, name)
+    version = publish(mlflow_server.uri, name)
     kubeconfig = _runtime_kubeconfig(cluster, namespace)
-    b = mosquitto_broker
+    b = broker
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -76,7 +77,26 @@ def test_the_serving_runtime_imports_neither_mlflow_nor_kubernetes(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["version"] == version, proc.stderr[-3000:]
     assert result["sent"] >= 1, proc.stderr[-3000:]  # a report the API server accepted (then removed on stop)
-    assert result["loaded"] == []
+    return result
+
+
+def test_the_serving_runtime_imports_neither_mlflow_nor_kubernetes(
+    cluster, namespace, api_client, mosquitto_broker, mlflow_server, unique_name
+):
+    result = _serve(
+        cluster, namespace, api_client, mosquitto_broker, mlflow_server, unique_name, testing.publish_model
+    )
+    assert not set(result["loaded"]) & {"mlflow", "kubernetes", "kopf"}
+    assert {"sklearn", "skops"} <= set(result["loaded"])  # a version without ONNX: the skops fallback
+
+
+def test_a_runtime_serving_onnx_imports_neither_scikit_learn_nor_skops(
+    cluster, namespace, api_client, mosquitto_broker, mlflow_server, unique_name
+):
+    result = _serve(
+        cluster, namespace, api_client, mosquitto_broker, mlflow_server, unique_name, publish_onnx_model
+    )
+    assert result["loaded"] == ["onnxruntime"]

@@ -261,7 +261,8 @@ def _train(
         },
     )
 
-    # Stage 5: register, check the stored artifact loads safely, then (maybe) promote.
+    # Stage 5: register (skops, and ONNX if it predicts the holdout alike), check the stored
+    # artifact loads safely, then (maybe) promote.
     reason = f"{decision.reason}: {decision.message}"
     calibrated = calibration.on_holdout(model, holdout)  # the drift detector's, recorded with the version
     logger.info("Measured the detector calibration on the holdout: %s", calibrated)
@@ -279,7 +280,7 @@ def _train(
         version_tags[CHAMPION_RMSE_TAG] = repr(champion_rmse)
     with _stage(timings, "register_seconds"):
         progress.version = version = registry.publish(
-            client, name=name, run_id=run_id, model=model, meta=meta, tags=version_tags
+            client, name=name, run_id=run_id, model=model, meta=meta, tags=version_tags, onnx_rows=holdout.x
         )
         stored = registry.load_version(client, name, version)
         stored_rmse = train.evaluate(stored.model, holdout)
