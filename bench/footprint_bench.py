@@ -9,9 +9,11 @@ each step and after the work:
   pydantic and ``edgemodel.api``, paho, prometheus_client): ``core``;
 - **(a) skops + scikit-learn**: load the ridge model as the trainer saved it (downloaded
   from a real MLflow; SHA-256 checked, then skops with the allow-list) and predict a batch;
-- **(b) ONNX**: the same model converted with skl2onnx (double precision), loaded from
-  bytes whose SHA-256 was checked first, with onnxruntime (one thread), predicting the
-  same batch; predictions must agree with (a) to 1e-6 relative;
+- **(b) ONNX**: the same model as the trainer registers it since issue 13 (converted by
+  :func:`edgemodel.modelstore.to_onnx` at registration, ``model.onnx`` with its own SHA-256
+  tag), downloaded from MLflow, loaded from bytes whose SHA-256 was checked first, with
+  onnxruntime (one thread), predicting the same batch; predictions must agree with (a) to
+  1e-6 relative;
 - **(c) MLflow client vs REST**: resolve the alias and download the version's files from a
   real MLflow server, with ``MlflowClient`` and ``mlflow.artifacts`` (as the runtime did)
   or with :mod:`edgemodel_runtime.mlflowapi` (urllib); both on top of core + skops, which
@@ -20,9 +22,10 @@ each step and after the work:
   EdgeModel on a real kube-apiserver, read the status and list EndpointSlices, with the
   kubernetes client (as the runtime did) or :mod:`edgemodel_runtime.kubeapi` (urllib);
 - **the whole runtime**: ``edgemodel-runtime`` serving the model from MLflow on a real
-  Mosquitto and reporting to the real API server, idle once the model is loaded; and,
-  in a full run, the same for the runtime before issue 13 (a git worktree of
-  :data:`BEFORE`), in the same run.
+  Mosquitto and reporting to the real API server, idle once the model is loaded, once
+  serving a version without ONNX (skops + scikit-learn) and once the same weights
+  registered with ``model.onnx`` (onnxruntime; scikit-learn never imported); and, in a
+  full run, the runtime before issue 13 (a git worktree of :data:`BEFORE`), in the same run.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from bench import common, procs
 __all__ = ["run"]
 
 MODEL = "bench-footprint"
+MODEL_ONNX = "bench-footprint-onnx"
+"""The same weights as :data:`MODEL`'s version, registered with ``model.onnx`` (as the trainer does)."""
 BEFORE = "d103231"
 """The last commit before issue 13's footprint work: the runtime with the MLflow and kubernetes clients."""
 POD = "footprint-0"
@@ -106,6 +111,7 @@ def _runtime_rss(
     pythonpath: str | None = None,
     python: str = sys.executable,
     settle: float = 5.0,
+    model: str = MODEL,
 ) -> dict[str, Any]:
     """Start ``edgemodel-runtime``, wait for the model and the first report, let it idle; its VmRSS."""
     from edgemodel_dev.harness import processes
@@ -117,7 +123,7 @@ def _runtime_rss(
         "--lags", "3", "--horizon", "1", "--device-field", "device",
         "--output-topic", "bench/footprint-out/{device}", "--drift-threshold", "1.5",
         "--broker-host", broker.host, "--broker-port", str(broker.port),
-        "--mlflow-tracking-uri", uri, "--model-name", MODEL, "--model-poll-seconds", "5",
+        "--mlflow-tracking-uri", uri, "--model-name", model, "--model-poll-seconds", "5",
         "--edgemodel", f"{namespace}/{MODEL}",
         "--http-bind", "127.0.0.1", "--http-port", str(port), "--client-id", f"footprint-{tag}",
         "--log-level", "WARNING",
@@ -140,6 +146,7 @@ def _runtime_rss(
             what=f"the {tag} runtime to be ready with a model",
         )
         ready = time.monotonic() - t
+        loaded = _get_json(f"http://127.0.0.1:{port}/readyz").get("modelVersion")
         reports = 0.0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and reports < 1:
@@ -160,6 +167,8 @@ def _runtime_rss(
             "rss_max": max(samples),
             "ready_seconds": ready,
             "reports_sent": reports,
+            "model": model,
+            "model_version": loaded,
         }
     finally:
         h.stop()
@@ -322,19 +331,21 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         batch = np.ascontiguousarray(np.asarray(frame.x, dtype=np.float64)[:rows])
         np.save(workdir / "batch.npy", batch)
 
-        # (b) converted at training time: skl2onnx, double precision (the model computes in float64)
+        # (b) converted at registration as the trainer does (modelstore.to_onnx: skl2onnx, float64,
+        # checked on the rows), the same weights registered again with model.onnx and its tag.
         from edgemodel import modelstore
 
-        t = time.perf_counter()
-        from skl2onnx import to_onnx
-
         model = modelstore.load(skops_file, expected_sha256=sha)
-        onnx_model = to_onnx(model, batch[:1])
-        onnx_file = workdir / "model.onnx"
-        onnx_file.write_bytes(onnx_model.SerializeToString())
+        t = time.perf_counter()
+        raw, outcome = modelstore.to_onnx(model, batch)
         data["onnx_convert_seconds"] = time.perf_counter() - t
+        data["onnx_outcome"] = outcome
+        assert raw is not None, outcome
+        data["onnx_model_version"] = onnx_version = _publish_onnx(mlflow.uri, model, batch)
+        onnx_sha = client.version_tags(MODEL_ONNX, onnx_version)["edgemodel.onnx.sha256"]
+        onnx_file = workdir / "model.onnx"
+        assert client.download_version_file(MODEL_ONNX, onnx_version, "model.onnx", onnx_file) == onnx_sha
         data["model_bytes"] = {"skops": skops_file.stat().st_size, "onnx": onnx_file.stat().st_size}
-        onnx_sha = modelstore.sha256_file(onnx_file)
 
         args = {
             "skops": {"model": str(skops_file), "sha256": sha, "batch": str(workdir / "batch.npy"),
@@ -362,12 +373,23 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
 
         kw = {"broker": broker, "uri": mlflow.uri, "kubeconfig": plane.kubeconfig, "namespace": namespace,
               "workdir": workdir}  # fmt: skip
-        data["runtime"] = {"after": _runtime_rss(tag="after", settle=2.0 if quick else 5.0, **kw)}
+        settle = 2.0 if quick else 5.0
+        data["runtime"] = {
+            "after": _runtime_rss(tag="after", settle=settle, **kw),
+            "onnx": _runtime_rss(tag="onnx", settle=settle, model=MODEL_ONNX, **kw),
+        }
         if os.environ.get("EDGEMODEL_FOOTPRINT_SLIM") == "1":
             data["venvs"] = venvs = _slim_venvs(workdir)
             for name in ("slim", "full"):
                 data["runtime"][f"venv_{name}"] = _runtime_rss(
                     tag=f"venv-{name}", python=venvs[name]["python"], pythonpath="", **kw
+                )
+                data["runtime"][f"venv_{name}_onnx"] = _runtime_rss(
+                    tag=f"venv-{name}-onnx",
+                    python=venvs[name]["python"],
+                    pythonpath="",
+                    model=MODEL_ONNX,
+                    **kw,
                 )
         if not quick:
             before_tree = _before_tree(workdir)
@@ -383,6 +405,28 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         shutil.rmtree(workdir, ignore_errors=True)
 
     return _result(data, quick=quick)
+
+
+def _publish_onnx(uri: str, model: Any, rows: Any) -> str:
+    """Register ``model`` as :data:`MODEL_ONNX` with its ONNX file, as the trainer does; alias champion."""
+    from edgemodel import registry
+    from edgemodel_dev import testing
+
+    client = registry.client(uri)
+    experiment = client.get_experiment_by_name("bench-footprint-onnx")
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment("bench-footprint-onnx")
+    )
+    run_id = client.create_run(experiment_id).info.run_id
+    spec = testing.SPEC
+    meta = registry.ModelMeta(
+        columns=spec.columns, algorithm="ridge", features=spec.features, target=spec.target,
+        horizon=spec.horizon, lags=spec.lags,
+    )  # fmt: skip
+    version = registry.publish(client, name=MODEL_ONNX, run_id=run_id, model=model, meta=meta, onnx_rows=rows)
+    client.set_terminated(run_id)
+    client.set_registered_model_alias(MODEL_ONNX, "champion", version)
+    return version
 
 
 def _figures(data: dict[str, Any]) -> dict[str, Any]:
@@ -450,17 +494,28 @@ def _result(data: dict[str, Any], *, quick: bool) -> common.Result:
         ["variant", "measured over", "import (MB)", "import + work (MB)", "process RSS (MB)", "import (s)"],
         rows,
     )
-    proc_rows = [["after issue 13 (this tree)", after_mb, runtime["after"]["ready_seconds"]]]
+    proc_rows = [
+        ["this tree, a version without ONNX (skops + scikit-learn)", after_mb,
+         runtime["after"]["ready_seconds"]],
+        ["this tree, the same weights with model.onnx (onnxruntime)", runtime["onnx"]["rss"] / MB,
+         runtime["onnx"]["ready_seconds"]],
+    ]  # fmt: skip
     if "before" in runtime:
         proc_rows.insert(
             0, [f"before ({BEFORE})", runtime["before"]["rss"] / MB, runtime["before"]["ready_seconds"]]
         )
-    venv_labels = (("venv_full", "a fresh venv: the wheel and all its dependencies"),
-                   ("venv_slim", "a fresh venv: the wheel (--no-deps) and the `runtime` extra"))  # fmt: skip
+    venv_labels = (
+        ("venv_full", "a fresh venv: the wheel and all its dependencies; skops"),
+        ("venv_full_onnx", "a fresh venv: the wheel and all its dependencies; ONNX"),
+        ("venv_slim", "a fresh venv: the wheel (--no-deps), the `runtime` extra; skops"),
+        ("venv_slim_onnx", "a fresh venv: the wheel (--no-deps), the `runtime` extra; ONNX"),
+    )
     for name, label in venv_labels:
         if name in runtime:
             proc_rows.append([label, runtime[name]["rss"] / MB, runtime[name]["ready_seconds"]])
-    proc_rows.append(["projection: the same with ONNX instead of skops + scikit-learn", projected, None])
+    proc_rows.append(
+        ["projection from the increments: this tree's skops runtime - (a) + (b)", projected, None]
+    )
     proc_table = common.markdown_table(
         ["runtime process", "idle RSS with the model (MB)", "start to ready (s)"], proc_rows
     )
@@ -470,6 +525,7 @@ work against a real MLflow server, a real kube-apiserver and the ridge model as 
 registered it (`{data["model_bytes"]["skops"]:,}` bytes of skops, `{data["model_bytes"]["onnx"]:,}` of
 ONNX after skl2onnx, {data["onnx_convert_seconds"]:.1f} s to convert). A batch of {data["rows"]} rows was
 predicted by (a) and (b): largest relative difference **{data["onnx_max_relative_error"]:.2g}**
+(at registration: {data["onnx_outcome"]})
 ({"agree" if data["onnx_agrees"] else "DISAGREE"} to 1e-6). VmRSS from `/proc/self/status`.
 
 {table}

@@ -35,10 +35,12 @@ def _import(step: str) -> None:
         from edgemodel import api
 
         del numpy, paho, prometheus_client, pydantic, api
-    elif step == "skops":  # the model's library, as the runtime loads it
+    elif step == "skops":  # the model's library, as the runtime loads it (modelstore imports it lazily)
+        import skops.io
+
         from edgemodel import modelstore
 
-        del modelstore
+        del modelstore, skops
     elif step == "onnxruntime":
         import onnxruntime
 
