@@ -99,7 +99,7 @@ def measure(devices: int, seconds: int) -> dict[str, Any]:
     result = replay.run(spec, hist, name="bench", options=options)
     backtest_s, backtest_cpu = time.perf_counter() - t + parse_s, _cpu() - c + parse_cpu
 
-    # As `edgemodel backtest` runs a long history: the four systems in two processes.
+    # As `edgemodel backtest --processes 2` runs: the four systems in two processes.
     processes = min(2, os.cpu_count() or 1)
     t, c = time.perf_counter(), _cpu()
     with concurrent.futures.ProcessPoolExecutor(

@@ -16,7 +16,6 @@ import contextlib
 import csv
 import json
 import multiprocessing
-import os
 import pathlib
 import sys
 import time
@@ -34,8 +33,11 @@ if TYPE_CHECKING:
 __all__ = ["backtest", "main"]
 
 Runner = Callable[[argparse.Namespace], int]
-PARALLEL_FROM = 20_000
-"""From this many readings on, the systems are replayed in two processes (when there are two CPUs)."""
+DEFAULT_PROCESSES = 1
+"""One process unless ``--processes`` says otherwise: ``python -m bench backtest`` measured two
+processes slower than one on 100,000 readings on 2 cores (12.4 s against 11.3 s wall when
+quiet, 55.3 s against 30.2 s when loaded; BENCHMARKS.md section 6), the pool's start and its
+copies costing more than the four replays in parallel save."""
 
 
 class InputError(Exception):
@@ -142,9 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         period=args.period,
         timing=loop.Timing(job_seconds=args.job_seconds),
     )
-    processes = args.processes
-    if processes is None:
-        processes = min(2, os.cpu_count() or 1) if len(hist.readings) >= PARALLEL_FROM else 1
+    processes = args.processes or DEFAULT_PROCESSES
     try:
         with contextlib.ExitStack() as stack:
             mapper: Any = map
@@ -243,7 +243,7 @@ def backtest(parser: argparse.ArgumentParser) -> Runner:
     )  # fmt: skip
     parser.add_argument(
         "--processes", type=int, default=None,
-        help=f"replay the systems in this many processes (default 2 from {PARALLEL_FROM:,} readings, else 1)",
+        help=f"replay the systems in this many processes (default {DEFAULT_PROCESSES})",
     )  # fmt: skip
     parser.add_argument(
         "--job-seconds", type=float, default=60.0,
