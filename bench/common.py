@@ -14,12 +14,15 @@ import platform
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "ProcSampler",
     "Result",
+    "get_json",
     "histogram_quantile",
     "machine",
     "markdown_table",
@@ -32,6 +35,17 @@ __all__ = [
 ]
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def get_json(url: str) -> dict[str, Any]:
+    """GET ``url`` on this machine and parse its JSON body, error statuses included; {} when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        return dict(json.loads(exc.read()))
+    except OSError:
+        return {}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -90,16 +90,6 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"start": statistics.median(r["start"] for r in runs), "steps": steps, "work": work, "runs": runs}
 
 
-def _get_json(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return dict(json.loads(resp.read()))
-    except urllib.error.HTTPError as exc:
-        return dict(json.loads(exc.read()))
-    except OSError:
-        return {}
-
-
 def _runtime_rss(
     *,
     broker: Any,
@@ -141,12 +131,12 @@ def _runtime_rss(
     h = procs.Helper(argv, env=env, stderr_path=workdir / f"runtime-{tag}.log")
     try:
         processes.wait_until(
-            lambda: _get_json(f"http://127.0.0.1:{port}/readyz").get("modelVersion") is not None,
+            lambda: common.get_json(f"http://127.0.0.1:{port}/readyz").get("modelVersion") is not None,
             timeout=180,
             what=f"the {tag} runtime to be ready with a model",
         )
         ready = time.monotonic() - t
-        loaded = _get_json(f"http://127.0.0.1:{port}/readyz").get("modelVersion")
+        loaded = common.get_json(f"http://127.0.0.1:{port}/readyz").get("modelVersion")
         reports = 0.0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and reports < 1:

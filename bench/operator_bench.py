@@ -44,7 +44,7 @@ from typing import Any, cast
 
 from bench import common
 
-__all__ = ["run"]
+__all__ = ["install_crd", "run"]
 
 NAMESPACE = "bench-scale"
 BASELINE_NAMESPACE = "bench-baseline"
@@ -57,6 +57,24 @@ STALE_REPORT_SECONDS = 1800
 SERVICE_CIDR = "10.0.0.0/16"
 """Service range of the benchmark's control planes (the harness' default, a /24, fits 254 Services)."""
 MLFLOW_URI = "http://127.0.0.1:9"  # never called: the operator renders it into the Pods' config only
+
+
+def install_crd(plane: Any) -> None:
+    """Apply the repo's CRD to ``plane`` server-side and wait until the API server has established it."""
+    import kubernetes
+
+    from edgemodel_dev.harness import processes
+
+    plane.kubectl("apply", "--server-side", "-f", str(common.RESULTS.parents[1] / "crds" / "edgemodel.yaml"))
+    ext = kubernetes.client.ApiextensionsV1Api(plane.api_client())
+    processes.wait_until(
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition("edgemodels.edgeml.dev").status.conditions or []
+        ),
+        timeout=30,
+        what="the CRD",
+    )
 
 
 def spec(i: int) -> dict[str, Any]:
@@ -555,18 +573,7 @@ def _one_size(n: int, workdir: pathlib.Path, *, quiet_seconds: float, timeout: f
     try:
         t = time.monotonic()
         plane.start()
-        plane.kubectl(
-            "apply", "--server-side", "-f", str(common.RESULTS.parents[1] / "crds" / "edgemodel.yaml")
-        )
-        ext = kubernetes.client.ApiextensionsV1Api(plane.api_client())
-        processes.wait_until(
-            lambda: any(
-                c.type == "Established" and c.status == "True"
-                for c in ext.read_custom_resource_definition("edgemodels.edgeml.dev").status.conditions or []
-            ),
-            timeout=30,
-            what="the CRD",
-        )
+        install_crd(plane)
         out["control_plane_start_seconds"] = time.monotonic() - t
         out["baseline"] = _baseline_deployments(plane, n, timeout)
         client = plane.api_client()

@@ -72,18 +72,7 @@ def _one_run(n: int, shards: int, workdir: pathlib.Path, *, timeout: float) -> d
     out: dict[str, Any] = {"n": n, "shards": shards, "processes": shards, "nodes": nodes}
     try:
         plane.start()
-        plane.kubectl(
-            "apply", "--server-side", "-f", str(common.RESULTS.parents[1] / "crds" / "edgemodel.yaml")
-        )
-        ext = kubernetes.client.ApiextensionsV1Api(plane.api_client())
-        processes.wait_until(
-            lambda: any(
-                c.type == "Established" and c.status == "True"
-                for c in ext.read_custom_resource_definition("edgemodels.edgeml.dev").status.conditions or []
-            ),
-            timeout=30,
-            what="the CRD",
-        )
+        operator_bench.install_crd(plane)
         client = plane.api_client()
         namespace = operator_bench.NAMESPACE
         kubernetes.client.CoreV1Api(client).create_namespace(cast(Any, {"metadata": {"name": namespace}}))

@@ -20,7 +20,6 @@ I/O: processes, MQTT, MLflow.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import pathlib
@@ -91,14 +90,6 @@ def _runtime_argv(
     ]
 
 
-def _get_json(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return dict(json.loads(resp.read()))
-    except urllib.error.HTTPError as exc:
-        return dict(json.loads(exc.read()))
-
-
 def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return common.parse_prometheus(resp.read().decode())
@@ -121,7 +112,7 @@ def _runtime(
     )
     try:
         processes.wait_until(
-            lambda: _get_json(f"http://127.0.0.1:{port}/readyz").get("modelVersion") is not None,
+            lambda: common.get_json(f"http://127.0.0.1:{port}/readyz").get("modelVersion") is not None,
             timeout=60,
             what="the runtime to be ready with a model",
         )
