@@ -127,9 +127,9 @@ class BufferedClient(paho.Client):
     Why hook paho's private methods at all (issue 13 asks for a same-run A/B): ``python -m
     bench runtime`` drains the same 60,000-reading backlog with this class and with paho as it
     is (``bench/runtime_plain.py``, only the public ``loop_read`` overridden). On 2026-11-30
-    the hooks gave **2.23×** the throughput at 0.55× the CPU per reading (177 against 323 µs;
-    ``bench/results/runtime.md``). The hooks pin paho to 2.2.x; a paho upgrade must re-run that
-    A/B before it may drop them.
+    the hooks gave **1.87×** the throughput at half the CPU per reading (159 against 315 µs;
+    2.23× on a loaded machine; ``bench/results/runtime.md``). The hooks pin paho to 2.2.x;
+    a paho upgrade must re-run that A/B before it may drop them.
     """
 
     READ_SIZE = 65_536

@@ -227,8 +227,8 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 """One decoder for every payload (``json.loads`` with an argument builds one per call).
 
 The standard library's, measured against orjson and msgspec (``python -m bench runtime``,
-2026-11-30): 3.9 µs per reading against 0.47 and 0.41 µs, so a faster decoder would save
-about 3.4 µs of the runtime's 177 µs of CPU per reading (2 %). Not worth a compiled
+2026-11-30): 3.0 µs per reading against 0.42 and 0.55 µs, so a faster decoder would save
+about 2.5 µs of the runtime's 159 µs of CPU per reading (2 %). Not worth a compiled
 dependency on every edge board; paho's packet handling is where the time goes.
 """
 
