@@ -30,11 +30,24 @@ __all__ = [
     "percentile",
     "proc_cpu_seconds",
     "proc_rss_bytes",
+    "publish_model",
     "ratio",
     "write_result",
 ]
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def publish_model(tracking_uri: str, name: str) -> str:
+    """Register the test model at ``tracking_uri``, ignoring a ``MLFLOW_TRACKING_URI`` set here."""
+    from edgemodel_dev import testing  # noqa: PLC0415 - the development tools, only when a benchmark runs
+
+    env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        return str(testing.publish_model(tracking_uri, name))
+    finally:
+        if env_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_uri
 
 
 def get_json(url: str) -> dict[str, Any]:

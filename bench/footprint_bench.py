@@ -213,16 +213,9 @@ def _prepare_cluster(plane: Any) -> tuple[str, dict[str, Any]]:
     }
     body = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": MODEL}, "spec": spec}
     admin.request("POST", f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.PLURAL}", body=body)
-    import datetime
+    from bench import operator_bench
 
-    entry = api.ReplicaDriftEntry(
-        rmse=0.3,
-        samples=100,
-        detected=False,
-        report_time=datetime.datetime.now(datetime.UTC),
-        model_version="1",
-    )
-    return namespace, contracts.replica_drift_patch(POD, entry)
+    return namespace, contracts.replica_drift_patch(POD, operator_bench.quiet_report())
 
 
 def _installed_mb(path: pathlib.Path) -> float:
@@ -298,12 +291,7 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
         mlflow.start()
         plane.start()
         namespace, patch = _prepare_cluster(plane)
-        env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
-        try:
-            version = testing.publish_model(mlflow.uri, MODEL)
-        finally:
-            if env_uri is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = env_uri
+        version = common.publish_model(mlflow.uri, MODEL)
         data["model_version"] = version
 
         # The model file exactly as the trainer registered it, and a batch of real feature rows.

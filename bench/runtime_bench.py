@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import pathlib
 import shutil
 import sys
@@ -750,7 +749,6 @@ def _ab_markdown(data: dict[str, Any]) -> list[str]:
 
 
 def run(out: pathlib.Path, *, quick: bool) -> common.Result:
-    from edgemodel_dev import testing
     from edgemodel_dev.harness import mlflowserver, mosquitto
 
     n = 2_000 if quick else 60_000
@@ -762,12 +760,7 @@ def run(out: pathlib.Path, *, quick: bool) -> common.Result:
     try:
         broker.start()
         mlflow.start()
-        env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
-        try:
-            version = testing.publish_model(mlflow.uri, MODEL)
-        finally:
-            if env_uri is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = env_uri
+        version = common.publish_model(mlflow.uri, MODEL)
         data: dict[str, Any] = {"n": n, "devices": DEVICES, "model_version": version}
         t = time.monotonic()
         data["ceiling"] = _drain_bare(broker, n, "1")
