@@ -177,8 +177,10 @@ check_versions() {
   "$BIN/containerd" --version >&2
   "$BIN/kubelet" --version >&2
   "$BIN/kube-proxy" --version >&2
-  "$BIN/coredns" -version 2>&1 | head -n 1 >&2
-  "$BIN/metrics-server" --version 2>&1 | head -n 1 >&2 || true
+  # sed reads the whole output; `head -n 1` closed the pipe early, the tool could die of
+  # SIGPIPE and pipefail failed the step (CI, stop 18: exit 141).
+  "$BIN/coredns" -version 2>&1 | sed -n 1p >&2
+  "$BIN/metrics-server" --version 2>&1 | sed -n 1p >&2 || true
 }
 
 step 1 "Debian packages"

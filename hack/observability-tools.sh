@@ -38,7 +38,7 @@ as_root() { if [[ "$(id -u)" == 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 install_prometheus() {
   if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
-    log "step 1/2: prometheus and promtool present ($(prometheus --version 2>&1 | head -n 1))"
+    log "step 1/2: prometheus and promtool present ($(prometheus --version 2>&1 | sed -n 1p))"
     return 0
   fi
   log "step 1/2: installing Debian's prometheus package (apt-get)"
@@ -47,7 +47,7 @@ install_prometheus() {
   # tests start their own Prometheus on a free port anyway.
   run_long "apt-get install prometheus" as_root env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends prometheus
-  log "  $(prometheus --version 2>&1 | head -n 1)"
+  log "  $(prometheus --version 2>&1 | sed -n 1p)"
 }
 
 build_kube_state_metrics() {
