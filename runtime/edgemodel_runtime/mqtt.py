@@ -288,6 +288,7 @@ class Connection:
         self._on_message = on_message
         self._on_connection_change = on_connection_change
         self._connected = threading.Event()
+        self._subscribe_mid: int | None = None
         # Readings handed to the consumer on this connection and not yet acknowledged, as
         # (message id, QoS), oldest first: MQTT wants PUBACKs in the order the PUBLISHes came.
         self._arrivals: collections.deque[tuple[int, int]] = collections.deque()
@@ -321,6 +322,7 @@ class Connection:
         self.client.hold_reads = self._hold_reads
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
+        self.client.on_subscribe = self._handle_subscribe
         self.client.on_message = self._handle_message
         # Predictions go out on a second connection: its PUBACKs never wait behind readings.
         self.output = make(f"{client_id}-out", manual_ack=False)
@@ -332,6 +334,7 @@ class Connection:
 
     @property
     def connected(self) -> bool:
+        """Connected and subscribed: the broker has acknowledged the subscription."""
         return self._connected.is_set()
 
     @property
@@ -359,7 +362,7 @@ class Connection:
         return self
 
     def wait_connected(self, timeout: float) -> bool:
-        """Wait until both connections are up."""
+        """Wait until both connections are up and the input is subscribed."""
         deadline = time.monotonic() + timeout
         return self._connected.wait(timeout) and self._output_connected.wait(
             max(0.0, deadline - time.monotonic())
@@ -494,13 +497,31 @@ class Connection:
             self._stale += len(self._arrivals)
             self._arrivals.clear()
         session_present = bool(getattr(flags, "session_present", False))
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
+        # Connected means subscribed: until the SUBACK, a reading published now may reach a
+        # broker that does not know the subscription yet and be dropped (a new session).
+        _, self._subscribe_mid = client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
         log.info(
             "Connected to MQTT broker %s:%s",
             self.host,
             self.port,
             extra={"session_present": session_present, "topics": self.topics},
         )
+
+    def _handle_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = {t: str(rc) for t, rc in zip(self.topics, reason_codes, strict=False) if rc.is_failure}
+        if refused:
+            # Still connected, for the topics granted; each refused one is named once here.
+            log.error(
+                "The MQTT broker refused the subscription to %s (%d of %d topics)",
+                ", ".join(f"{t} ({rc})" for t, rc in refused.items()),
+                len(refused),
+                len(self.topics),
+                extra={"refused": refused},
+            )
         self._set_connected(True)
 
     def _handle_disconnect(
