@@ -165,6 +165,7 @@ def fetch_windows(
     if since is not None:
         clauses.append(f"attributes.start_time >= {int(since * 1000)}")
     deadline = time.monotonic() + wait_seconds
+    waited = False
     while True:
         experiment = mlflow_client.get_experiment_by_name(contracts.window_experiment(model_name))
         runs = (
@@ -179,6 +180,9 @@ def fetch_windows(
         )
         if (runs and _fresh_enough(runs[0])) or time.monotonic() >= deadline:
             break
+        if not waited:
+            logger.info(WAITING, wait_seconds, model_name)
+            waited = True
         time.sleep(1.0)
     if experiment is None:
         raise LookupError(
@@ -215,6 +219,9 @@ def fetch_windows(
         else:
             logger.info("Too few readings after the change at ts %s; training on the whole window", change_ts)
     return table, run_ids
+
+
+WAITING = "Waiting up to %.0f s for a training window of %s with enough readings after the plant change"
 
 
 def _fresh_enough(run: Run) -> bool:
