@@ -21,6 +21,8 @@ BENCHMARKS = [
     pytest.param("heal", None, id="heal"),
     pytest.param("runtime", "ok", id="runtime", marks=[pytest.mark.mqtt, pytest.mark.mlflow]),
     pytest.param("operator", "ok", id="operator", marks=[pytest.mark.cluster]),
+    # The same benchmark comparing one operator with two sharded ones (bench/operator_shards.py).
+    pytest.param("operator --shards 2", "ok", id="operator-shards", marks=[pytest.mark.cluster]),
     pytest.param("backtest", "ok", id="backtest"),
     pytest.param(
         "footprint",
@@ -31,9 +33,13 @@ BENCHMARKS = [
 ]
 
 
+RESULT_NAMES = {"operator --shards 2": "operator_shards"}  # the result file, where not the name
+
+
 def _run(name: str, out: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    """``name`` is the benchmark, maybe followed by its options."""
     return subprocess.run(
-        [sys.executable, "-m", "bench", name, "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", *name.split(), "--quick", "--out", str(out)],
         check=False,
         cwd=REPO,
         capture_output=True,
@@ -46,6 +52,7 @@ def _run(name: str, out: pathlib.Path) -> subprocess.CompletedProcess[str]:
 def test_benchmark_runs_and_writes_results(name: str, status: str | None, tmp_path: pathlib.Path) -> None:
     proc = _run(name, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    name = RESULT_NAMES.get(name, name)
 
     result = json.loads((tmp_path / f"{name}.json").read_text())
     assert result["name"] == name and result["quick"] is True
