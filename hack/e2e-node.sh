@@ -278,7 +278,7 @@ cmd_down() {
   # Shims whose bundles live under this node's state directory.
   local p
   for p in $(pgrep -f containerd-shim-runc-v2 || true); do
-    if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$dir/containerd.sock"; then kill -9 "$p" 2>/dev/null || true; fi
+    if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -F -- "$dir/containerd.sock" >/dev/null; then kill -9 "$p" 2>/dev/null || true; fi
   done
   # Containers' processes still alive (runc state under the shim's root): kill by cgroup.
   local cg

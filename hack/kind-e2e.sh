@@ -45,7 +45,7 @@ for tool in docker kind kubectl helm; do
 done
 
 # --- 1. cluster -----------------------------------------------------------------------
-if [[ "${REUSE_CLUSTER:-0}" == 1 ]] && kind get clusters | grep -qx "${CLUSTER_NAME}"; then
+if [[ "${REUSE_CLUSTER:-0}" == 1 ]] && kind get clusters | grep -x "${CLUSTER_NAME}" >/dev/null; then
   log "Reusing cluster ${CLUSTER_NAME}"
 else
   log "Creating cluster ${CLUSTER_NAME}"
