@@ -13,7 +13,11 @@ taken at once.
 :class:`Shards` runs one elector per shard (:mod:`edgemodel_operator.shard`): a replica
 that holds no shard takes the first free or expired one at once; one that holds a shard
 takes another only after it has stayed free ``patience`` seconds longer, so a standby or
-a starting replica gets it first and a shard whose replica is gone is still served.
+a starting replica gets it first and a shard whose replica is gone is still served. A
+replica that holds no shard while another holds several asks for one of them with the
+``edgeml.dev/wanted-by`` annotation on its Lease; the holder, at its next renewal, frees
+that Lease instead of renewing it (only while it holds more than one), and the asker takes
+it at once. So a replica that comes back after a failover gets a shard again.
 
 I/O: the Lease, through :class:`edgemodel_operator.kube.Kube`.
 """
@@ -31,6 +35,9 @@ from edgemodel_operator import kube, observe, shard
 __all__ = ["LeaderElector", "Shards"]
 
 log = logging.getLogger(__name__)
+
+WANTED_BY = "edgeml.dev/wanted-by"
+"""Annotation on a shard's Lease: the identity of a replica with no shard that asks for it."""
 
 
 def _now() -> datetime.datetime:
@@ -63,6 +70,8 @@ class LeaderElector:
         self._leading_until: float | None = None
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
+        self.holder: str | None = None
+        """The Lease's holder when this replica last read it (None: free or never read)."""
 
     @property
     def is_leader(self) -> bool:
@@ -86,17 +95,21 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
-    def step(self, patience: float = 0.0) -> bool:
+    def step(self, patience: float = 0.0, *, may_hand_over: bool = False) -> bool:
         """Try once to acquire or renew the Lease; return whether this replica leads.
 
         ``patience``: take a Lease held by another (or by none) only once it has been
         expired (or free, or absent) for this many seconds more; renewal never waits.
+        ``may_hand_over``: when another replica asked for this Lease (:data:`WANTED_BY`),
+        free it instead of renewing it.
         """
         now = self._wall_clock()
         started = self._clock()  # the deadline counts from before the write, never after
         was_leader = self.is_leader
         try:
             lease = self._kube.get("Lease", self.namespace, self.name)
+            if lease is None:
+                self.holder = None
             if lease is None and patience > 0 and self._clock() < self._observe({}) + patience:
                 self._leading_until = None
                 return False
@@ -114,6 +127,12 @@ class LeaderElector:
             else:
                 spec = lease.get("spec") or {}
                 holder = spec.get("holderIdentity")
+                self.holder = holder
+                annotations = (lease.get("metadata") or {}).get("annotations") or {}
+                wanted_by = annotations.get(WANTED_BY)
+                if holder == self.identity and wanted_by not in (None, self.identity) and may_hand_over:
+                    self._hand_over(lease, now, wanted_by)
+                    return False
                 seen_at = self._observe(spec)
                 duration = float(spec.get("leaseDurationSeconds") or 15)
                 expired = self._clock() >= seen_at + (duration if holder else 0.0) + patience
@@ -123,15 +142,53 @@ class LeaderElector:
                 transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
                 acquire = observe.parse_time(spec.get("acquireTime")) if holder == self.identity else now
                 lease["spec"] = self._spec(now, transitions, acquire or now)
+                if wanted_by is not None:
+                    # Taken, or kept as this replica's only shard: the ask is answered or moot.
+                    annotations.pop(WANTED_BY)
+                    lease["metadata"]["annotations"] = annotations
                 self._kube.replace("Lease", self.namespace, self.name, lease)
         except kube.ApiException as exc:
             if exc.status in (404, 409):  # lost a race; try again next step
                 self._leading_until = None
                 return False
             raise
+        self.holder = self.identity
         self._leading_until = started + self.duration.total_seconds() * 2 / 3
         if not was_leader:
             log.info("Acquired leader Lease %s/%s as %s", self.namespace, self.name, self.identity)
+        return True
+
+    def _hand_over(self, lease: dict[str, Any], now: datetime.datetime, to: str) -> None:
+        """Free the Lease (no holder) for the replica that asked for it; it takes it at once."""
+        was_leader = self.is_leader
+        self._leading_until = None
+        lease["spec"]["holderIdentity"] = None
+        lease["spec"]["renewTime"] = _fmt(now)
+        lease["metadata"]["annotations"].pop(WANTED_BY)
+        self._kube.replace("Lease", self.namespace, self.name, lease)
+        self.holder = None
+        if was_leader:
+            log.info("Handed leader Lease %s/%s over to %s", self.namespace, self.name, to)
+
+    def ask(self) -> bool:
+        """Ask the Lease's holder to hand it over (:data:`WANTED_BY`); whether the ask was written."""
+        try:
+            lease = self._kube.get("Lease", self.namespace, self.name)
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") in (None, self.identity):
+                return False
+            annotations = lease["metadata"].setdefault("annotations", {}) or {}
+            if annotations.get(WANTED_BY) == self.identity:
+                return False
+            annotations[WANTED_BY] = self.identity
+            lease["metadata"]["annotations"] = annotations
+            self._kube.replace("Lease", self.namespace, self.name, lease)
+        except kube.ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        log.info(
+            "Asked %s for leader Lease %s/%s", lease["spec"]["holderIdentity"], self.namespace, self.name
+        )
         return True
 
     def release(self) -> None:
@@ -150,7 +207,8 @@ class LeaderElector:
 
 
 class Shards:
-    """This replica's hold on the shards' Leases: at most one taken per round, none given up.
+    """This replica's hold on the shards' Leases: at most one taken per round, and one asked
+    for while it holds none and another replica holds several.
 
     With one shard this is one :class:`LeaderElector` on ``name`` itself, as before sharding.
     """
@@ -169,6 +227,7 @@ class Shards:
         wall_clock: Callable[[], datetime.datetime] = _now,
     ) -> None:
         self.count = shards
+        self.identity = identity
         self.patience = patience_seconds
         self.electors = [
             LeaderElector(
@@ -213,20 +272,38 @@ class Shards:
         as not held this round (its hold lapses on its own clock).
         """
         before = self.held
+        keeping = len(before)
         for i in sorted(before):
-            self._step(i, 0.0)
+            # Hand a shard over when asked, but never the last one.
+            if not self._step(i, 0.0, may_hand_over=keeping > 1):
+                keeping -= 1
         renewed = self.held
         for i, _elector in enumerate(self.electors):
             if i not in renewed and self._step(i, self.patience if renewed else 0.0):
                 break
         after = self.held
+        if not after:
+            self._ask_for_one()
         for i in sorted(before - after):
             log.warning("Lost the Lease %s/%s", self.electors[i].namespace, self.electors[i].name)
         return after - before, before - after
 
-    def _step(self, index: int, patience: float) -> bool:
+    def _ask_for_one(self) -> None:
+        """Holding none: ask the replica holding the most shards (two or more) for its last one."""
+        held_by: dict[str, list[int]] = {}
+        for i, elector in enumerate(self.electors):
+            if elector.holder is not None and elector.holder != self.identity:
+                held_by.setdefault(elector.holder, []).append(i)
+        most = max(held_by.values(), key=len, default=[])
+        if len(most) > 1:
+            try:
+                self.electors[most[-1]].ask()
+            except Exception:
+                log.exception("Asking for Lease %s failed", self.electors[most[-1]].name)
+
+    def _step(self, index: int, patience: float, *, may_hand_over: bool = False) -> bool:
         try:
-            return self.electors[index].step(patience)
+            return self.electors[index].step(patience, may_hand_over=may_hand_over)
         except Exception:
             log.exception("Leader election step on Lease %s failed", self.electors[index].name)
             return False

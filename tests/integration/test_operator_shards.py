@@ -8,7 +8,9 @@ names the EdgeModels whose children it created. With 40 EdgeModels, every one is
 that replica is the one holding the EdgeModel's shard (a SHA-256 of its UID), and both
 replicas did work. Then one replica is killed: the survivor takes its shard once the Lease
 has expired (and ``shardTakeoverSeconds`` more, as it already holds a shard), and
-reconciles a spec change of an EdgeModel of that shard.
+reconciles a spec change of an EdgeModel of that shard. Last, a replacement replica starts:
+it asks for a shard, the survivor hands one over, and the replacement reconciles a spec
+change of an EdgeModel in it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ COUNT = 40
 SHARDS = 2
 TAKEOVER_SECONDS = 30  # longer than the second replica takes to start after the first (the default)
 SPEC = edgemodels.spec()
-MANAGERS = {"a": "edgemodel-operator-a", "b": "edgemodel-operator-b"}
+MANAGERS = {"a": "edgemodel-operator-a", "b": "edgemodel-operator-b", "c": "edgemodel-operator-c"}
 SHARD_GAUGE = re.compile(r'^edgemodel_operator_shard_leader\{shard="(\d+)"\} 1\.0$', re.M)
 
 
@@ -63,7 +65,7 @@ def _all_reconciled(api_client: Any, namespace: str, generation: int = 1) -> boo
 
 
 def _writers(api_client: Any, namespace: str) -> dict[str, set[str]]:
-    """EdgeModel name -> the replicas (a, b) whose field manager is on any of its children."""
+    """EdgeModel name -> the replicas (a, b, c) whose field manager is on any of its children."""
     core, apps = kubernetes.client.CoreV1Api(api_client), kubernetes.client.AppsV1Api(api_client)
     children = [
         *apps.list_namespaced_stateful_set(namespace).items,
@@ -136,3 +138,25 @@ def test_two_shards_split_the_edgemodels_and_a_survivor_takes_over(api_client, n
         what=f"operator-a to reconcile {orphan}'s spec change",
     )
     assert "a" in _writers(api_client, namespace)[orphan]
+
+    # A replacement starts with no shard while a holds both: it asks, a hands one over.
+    c = operators("operator-c", EDGEMODEL_FIELD_MANAGER=MANAGERS["c"], **env)
+    processes.wait_until(
+        lambda: len(_held(c)) == 1 and len(_held(a)) == 1,
+        timeout=60,
+        interval=0.5,
+        what="operator-a to hand a shard over to operator-c",
+    )
+    (given,) = _held(c)
+    assert _held(a) == {0, 1} - {given}
+    moved = sorted(n for n, uid in uids.items() if shard.of(uid, SHARDS) == given and n != orphan)[0]
+    kubernetes.client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, moved, {"spec": {"drift": {"threshold": 2.5}}}
+    )
+    processes.wait_until(
+        lambda: edgemodels.status(api_client, namespace, moved).observed_generation == 2,
+        timeout=60,
+        what=f"operator-c to reconcile {moved}'s spec change",
+    )
+    assert "c" in _writers(api_client, namespace)[moved]
+    assert "Handed leader Lease" in a.log_text()

@@ -17,7 +17,7 @@ import kopf
 import prometheus_client
 import pytest
 
-from edgemodel_operator import handlers, metrics, runner, shard
+from edgemodel_operator import handlers, leader, metrics, runner, shard
 from edgemodel_operator.leader import Shards
 from edgemodel_operator.settings import Settings, SettingsError
 from tests.unit.test_operator_leader import DURATION, T0, Leases
@@ -152,6 +152,55 @@ def test_without_a_standby_the_survivor_serves_the_orphaned_shard() -> None:
         assert rounds * 3 <= PATIENCE + 6
     assert rounds * 3 >= PATIENCE
     assert all(a.shards.owns(uid) for uid in UIDS[:50])
+
+
+def _disjoint(*replicas: Replica) -> bool:
+    held = [r.shards.held for r in replicas]
+    return sum(len(h) for h in held) == len(frozenset().union(*held))
+
+
+def test_a_replica_that_comes_back_is_handed_a_shard() -> None:
+    """After a failover the survivor holds both; the replacement asks and gets one back."""
+    leases = Leases()
+    a, b = Replica(leases, "a"), Replica(leases, "b")
+    _round(3, a, b)
+    assert (a.shards.held, b.shards.held) == ({0}, {1})
+    # b crashes; a serves its shard once the Lease expired and PATIENCE passed.
+    while a.shards.held != {0, 1}:
+        _round(3, a)
+    back = Replica(leases, "b2")
+    back.mono = a.mono
+    rounds = 0
+    while back.shards.held != {1}:
+        _round(3, a, back)
+        assert _disjoint(a, back)
+        rounds += 1
+        assert rounds <= 3, "ask, hand over, take: three rounds at most"
+    assert a.shards.held == {0}
+    assert all(
+        leader.WANTED_BY not in (o["metadata"].get("annotations") or {}) for o in leases.objects.values()
+    )
+    for _ in range(int(2 * PATIENCE / 3)):  # and it stays that way
+        _round(3, a, back)
+        assert (a.shards.held, back.shards.held) == ({0}, {1})
+
+
+def test_a_replica_never_hands_over_its_only_shard() -> None:
+    leases = Leases()
+    a, b, c = Replica(leases, "a"), Replica(leases, "b"), Replica(leases, "c")
+    _round(3, a, b, c)
+    _round(3, a, b, c)
+    assert (a.shards.held, b.shards.held, c.shards.held) == ({0}, {1}, set())
+    # c holds none, but no one holds two: it asks no one.
+    assert all(
+        leader.WANTED_BY not in (o["metadata"].get("annotations") or {}) for o in leases.objects.values()
+    )
+    # An ask written anyway (e.g. while a still held two) is cleared, not obeyed.
+    assert c.shards.electors[0].ask()
+    assert leases.objects["lease-shard-0"]["metadata"]["annotations"] == {leader.WANTED_BY: "c"}
+    _round(3, a, b, c)
+    assert (a.shards.held, b.shards.held, c.shards.held) == ({0}, {1}, set())
+    assert leader.WANTED_BY not in leases.objects["lease-shard-0"]["metadata"]["annotations"]
 
 
 # ---------------------------------------------------------------------------- the kopf wiring
