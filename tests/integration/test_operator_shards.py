@@ -88,6 +88,19 @@ def _created_in_log(op: operatorprocess.OperatorProcess, namespace: str) -> set[
     return set(pattern.findall(op.log_text()))
 
 
+def _change_and_wait(api_client: Any, namespace: str, name: str, replica: str) -> None:
+    """Change an EdgeModel's spec; ``replica`` reconciles it (its field manager is on a child)."""
+    kubernetes.client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"spec": {"drift": {"threshold": 2.5}}}
+    )
+    processes.wait_until(
+        lambda: edgemodels.status(api_client, namespace, name).observed_generation == 2,
+        timeout=60,
+        what=f"operator-{replica} to reconcile {name}'s spec change",
+    )
+    assert replica in _writers(api_client, namespace)[name]
+
+
 def test_two_shards_split_the_edgemodels_and_a_survivor_takes_over(api_client, namespace, operators):
     env = {"EDGEMODEL_SHARDS": str(SHARDS), "EDGEMODEL_SHARD_TAKEOVER_SECONDS": str(TAKEOVER_SECONDS)}
     a = operators("operator-a", EDGEMODEL_FIELD_MANAGER=MANAGERS["a"], **env)
@@ -129,15 +142,7 @@ def test_two_shards_split_the_edgemodels_and_a_survivor_takes_over(api_client, n
         what="operator-a to take b's shard",
     )
     orphan = sorted(n for n, r in expected.items() if r == "b")[0]
-    kubernetes.client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, api.PLURAL, orphan, {"spec": {"drift": {"threshold": 2.5}}}
-    )
-    processes.wait_until(
-        lambda: edgemodels.status(api_client, namespace, orphan).observed_generation == 2,
-        timeout=60,
-        what=f"operator-a to reconcile {orphan}'s spec change",
-    )
-    assert "a" in _writers(api_client, namespace)[orphan]
+    _change_and_wait(api_client, namespace, orphan, "a")
 
     # A replacement starts with no shard while a holds both: it asks, a hands one over.
     c = operators("operator-c", EDGEMODEL_FIELD_MANAGER=MANAGERS["c"], **env)
@@ -150,13 +155,5 @@ def test_two_shards_split_the_edgemodels_and_a_survivor_takes_over(api_client, n
     (given,) = _held(c)
     assert _held(a) == {0, 1} - {given}
     moved = sorted(n for n, uid in uids.items() if shard.of(uid, SHARDS) == given and n != orphan)[0]
-    kubernetes.client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, api.PLURAL, moved, {"spec": {"drift": {"threshold": 2.5}}}
-    )
-    processes.wait_until(
-        lambda: edgemodels.status(api_client, namespace, moved).observed_generation == 2,
-        timeout=60,
-        what=f"operator-c to reconcile {moved}'s spec change",
-    )
-    assert "c" in _writers(api_client, namespace)[moved]
+    _change_and_wait(api_client, namespace, moved, "c")
     assert "Handed leader Lease" in a.log_text()
