@@ -162,10 +162,8 @@ class LeaderElector:
         """Free the Lease (no holder) for the replica that asked for it; it takes it at once."""
         was_leader = self.is_leader
         self._leading_until = None
-        lease["spec"]["holderIdentity"] = None
-        lease["spec"]["renewTime"] = _fmt(now)
         lease["metadata"]["annotations"].pop(WANTED_BY)
-        self._kube.replace("Lease", self.namespace, self.name, lease)
+        self._free(lease, now)
         self.holder = None
         if was_leader:
             log.info("Handed leader Lease %s/%s over to %s", self.namespace, self.name, to)
@@ -176,7 +174,7 @@ class LeaderElector:
             lease = self._kube.get("Lease", self.namespace, self.name)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") in (None, self.identity):
                 return False
-            annotations = lease["metadata"].setdefault("annotations", {}) or {}
+            annotations = lease["metadata"].get("annotations") or {}
             if annotations.get(WANTED_BY) == self.identity:
                 return False
             annotations[WANTED_BY] = self.identity
@@ -199,11 +197,15 @@ class LeaderElector:
         try:
             lease = self._kube.get("Lease", self.namespace, self.name)
             if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["holderIdentity"] = None  # no holder: free to take at once
-                lease["spec"]["renewTime"] = _fmt(self._wall_clock())
-                self._kube.replace("Lease", self.namespace, self.name, lease)
+                self._free(lease, self._wall_clock())
         except kube.ApiException as exc:
             log.warning("Failed to release leader Lease: %s", exc.reason)
+
+    def _free(self, lease: dict[str, Any], now: datetime.datetime) -> None:
+        """Write the Lease with no holder: free to take at once (release and hand-over)."""
+        lease["spec"]["holderIdentity"] = None
+        lease["spec"]["renewTime"] = _fmt(now)
+        self._kube.replace("Lease", self.namespace, self.name, lease)
 
 
 class Shards:

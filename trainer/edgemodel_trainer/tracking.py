@@ -57,6 +57,8 @@ RUN_TAGS = {
 MIN_ROWS_AFTER_CHANGE = data.MIN_ROWS_AFTER_CHANGE
 """Fewest readings after a marked change for the trainer to train on those alone."""
 MAX_WINDOW_RUNS = 20
+WAITING = "Waiting up to %.0f s for a training window of %s with enough readings after the plant change"
+"""Logged once when :func:`fetch_windows` waits for a fresh window."""
 
 Source = DatasetSource | str
 """A dataset's origin: an MLflow source object, or a local path MLflow resolves to one."""
@@ -219,9 +221,6 @@ def fetch_windows(
         else:
             logger.info("Too few readings after the change at ts %s; training on the whole window", change_ts)
     return table, run_ids
-
-
-WAITING = "Waiting up to %.0f s for a training window of %s with enough readings after the plant change"
 
 
 def _fresh_enough(run: Run) -> bool:
